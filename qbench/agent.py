@@ -1,0 +1,249 @@
+"""The agent: runs one stage of one cell in its own process and writes one JSON result.
+
+    python -m qbench.agent prepare CELL.json OUT.json   build (or fetch) artifact and inputs
+    python -m qbench.agent measure CELL.json OUT.json   load, time, evaluate (reads prepare's)
+
+The two stages are separate processes so that the measured process holds only the runtime and
+its session: its peak memory (VmHWM) is the cell's own, not the exporter's or quantizer's.
+An exception is written into OUT as {"status": "failed", "error": ...}; a crash leaves no OUT
+and the parent reports the signal.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qbench.cache import cached_file
+from qbench.params import file_sha256, stable_hash
+from qbench.plan import Cell
+from qbench.plugins import load_all
+
+ARTIFACT_VERSION = 1  # bump when a method's output changes for the same inputs
+
+
+def _array_sha(x: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()[:16]
+
+
+def _inputs(dataset_name: str, split: str, n: int, seed: int) -> tuple[Path, bool]:
+    fam = load_all()
+
+    def build(tmp: Path) -> None:
+        x, y = fam.datasets.get(dataset_name)().load(split, n, seed)  # type: ignore[arg-type]
+        with open(tmp, "wb") as fh:
+            np.savez(fh, x=x.astype(np.float32), **({"y": y} if y is not None else {}))
+
+    key = {"dataset": dataset_name, "split": split, "n": n, "seed": seed, "v": 1}
+    return cached_file("inputs", key, ".npz", build)
+
+
+def prepare(cell: Cell) -> dict[str, Any]:
+    import torch
+
+    fam = load_all()
+    started = time.perf_counter()
+    source = fam.models.get(cell.model_plugin)()
+    model_params = source.Params(**cell.model_params)
+    loaded = source.load(model_params)
+    dataset_name = cell.accuracy["dataset"]
+    if dataset_name == "auto":
+        dataset_name = source.dataset_for(model_params)
+    dataset = fam.datasets.get(dataset_name)()
+    eval_path, _ = _inputs(dataset_name, "eval", cell.accuracy["samples"], 0)
+    eval_x = np.load(eval_path)["x"]
+
+    def fp32_onnx() -> Path:
+        from qbench.methods.export import fp32_onnx as export
+
+        return export(loaded.sha256, loaded.module, tuple(dataset.input_shape), loaded.onnx_path)
+
+    def build_reference(tmp: Path) -> None:
+        if loaded.module is not None:
+            with torch.inference_mode():
+                out = torch.cat(
+                    [
+                        loaded.module(torch.as_tensor(eval_x[i : i + 32]))
+                        for i in range(0, len(eval_x), 32)
+                    ]
+                ).numpy()
+        else:  # an ONNX-file model is its own reference, run by ONNX Runtime without changes
+            import onnxruntime as ort
+
+            session = ort.InferenceSession(
+                str(loaded.onnx_path), providers=["CPUExecutionProvider"]
+            )
+            name = session.get_inputs()[0].name
+            out = session.run(None, {name: eval_x})[0]
+        with open(tmp, "wb") as fh:
+            np.save(fh, out.astype(np.float32))
+
+    reference_path, _ = cached_file(
+        "reference", {"model_sha": loaded.sha256, "eval": eval_path.name}, ".npy", build_reference
+    )
+
+    method = fam.methods.get(cell.method)()
+    params = method.Params(**cell.method_params)
+    calib, calib_sha = None, None
+    if method.uses_calibration:
+        calib_path, _ = _inputs(
+            dataset_name, "calib", cell.calibration["samples"], cell.calibration["seed"]
+        )
+        calib = np.load(calib_path)["x"]
+        calib_sha = _array_sha(calib)
+
+    from qbench.methods.base import MakeContext
+
+    ctx = MakeContext(
+        model_name=cell.model_plugin,
+        source=source,
+        model_params=model_params,
+        model=loaded,
+        input_shape=tuple(dataset.input_shape),
+        calib=calib,
+        fp32_onnx=fp32_onnx,
+    )
+    fmt = cell.artifact_format
+    assert fmt is not None
+    method_key = {"method": cell.method, "params": params.model_dump()}
+    key = {
+        "model_sha": loaded.sha256,
+        **method_key,
+        "format": fmt,
+        "calib": calib_sha,
+        "v": ARTIFACT_VERSION,
+    }
+    suffix = {"onnx": ".onnx", "torch": ".pt"}.get(fmt, f".{fmt}")
+    artifact, cached = cached_file(
+        "artifacts", key, suffix, lambda tmp: method.make(fmt, params, ctx, tmp)
+    )
+    return {
+        "artifact_path": str(artifact),
+        "artifact_cached": cached,
+        "artifact_bytes": artifact.stat().st_size,
+        "artifact_sha256": file_sha256(str(artifact)),
+        "prepare_s": time.perf_counter() - started,
+        "eval_path": str(eval_path),
+        "reference_path": str(reference_path),
+        "model_weights": loaded.weights,
+        "model_sha256": loaded.sha256,
+        "method_sha256": stable_hash(method_key),
+        "calib_sha256": calib_sha,
+        "calib_samples": None if calib is None else len(calib),
+        "accuracy_dataset": dataset_name,
+        "labelled": dataset.labelled,
+        "label_note": dataset.label_note,
+    }
+
+
+def _batch_of(x: np.ndarray, batch: int) -> np.ndarray:
+    reps = -(-batch // len(x))
+    return (
+        np.ascontiguousarray(np.concatenate([x] * reps)[:batch])
+        if reps > 1
+        else np.ascontiguousarray(x[:batch])
+    )
+
+
+def measure(cell: Cell, prepared: dict[str, Any]) -> dict[str, Any]:
+    from qbench.measure.fidelity import accuracy, fidelity
+    from qbench.measure.latency import time_rounds
+    from qbench.measure.memory import peak_rss_mb
+    from qbench.measure.stats import summarize
+
+    fam = load_all()
+    backend = fam.backends.get(cell.backend)()
+    params = backend.Params(**cell.backend_params)
+    data = np.load(prepared["eval_path"])
+    eval_x, labels = data["x"], data.get("y")
+    reference = np.load(prepared["reference_path"])
+
+    started = time.perf_counter()
+    session = backend.open(
+        Path(prepared["artifact_path"]), cell.artifact_format, cell.threads, params
+    )
+    load_s = time.perf_counter() - started
+
+    m = cell.measurement
+    rounds = time_rounds(
+        session.runner(_batch_of(eval_x, cell.batch)),
+        m["warmup"],
+        m["min_iters"],
+        m["min_seconds"],
+        m["repeats"],
+        m["max_iters"],
+    )
+    samples = [s for r in rounds for s in r]
+    stats = summarize(samples)
+
+    outputs = np.concatenate(
+        [
+            session.predict(np.ascontiguousarray(eval_x[i : i + cell.batch]))
+            for i in range(0, len(eval_x), cell.batch)
+        ]
+    )
+    row: dict[str, Any] = {
+        "runtime_version": backend.version(),
+        "load_s": load_s,
+        "warmup_iters": m["warmup"],
+        "iters": len(samples),
+        "repeats": len(rounds),
+        **stats,
+        "latency_repeat_p50s_ms": [float(np.median(r)) for r in rounds],
+        "latency_samples_ms": samples,
+        "throughput_ips": cell.batch * 1000.0 / stats["latency_mean_ms"],
+        "peak_rss_mb": peak_rss_mb(),  # read before inspect(), which opens a second session
+        "accuracy_samples": len(eval_x),
+        **fidelity(reference, outputs),
+    }
+    notes: list[str] = []
+    if labels is not None:
+        row.update(accuracy(outputs, labels))
+    else:
+        notes.append(prepared["label_note"])
+    inspected = session.inspect()
+    notes += inspected.pop("notes", [])
+    row.update(inspected)
+    row["notes"] = notes
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    stage, cell_path, out_path = args[0], Path(args[1]), Path(args[2])
+    warnings.simplefilter("ignore")  # torch.ao deprecation notes on every call, exporter chatter
+    cell = Cell.from_json(json.loads(cell_path.read_text()))
+    try:
+        if stage == "prepare":
+            result = prepare(cell)
+        elif stage == "measure":
+            prepared = json.loads((cell_path.parent / "prepared.json").read_text())
+            result = measure(cell, prepared)
+        else:
+            raise SystemExit(f"unknown stage {stage!r}")
+        result["status"] = "ok"
+        code = 0
+    except Exception as exc:  # the cell failed; the run goes on
+        result = {
+            "status": "failed",
+            "error": f"{type(exc).__name__}: {exc}".strip(),
+            "traceback": traceback.format_exc(),
+        }
+        code = 1
+    tmp = out_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, default=str))
+    tmp.replace(out_path)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Backends: runtimes that load an artifact and run it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from qbench.params import NoParams, Params
+
+
+class Session:
+    """A loaded artifact. `runner` binds one input so the timed call does nothing else."""
+
+    def runner(self, x: np.ndarray) -> Callable[[], Any]:
+        raise NotImplementedError
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """float32 outputs for a batch of float32 inputs."""
+        raise NotImplementedError
+
+    def inspect(self) -> dict[str, Any]:
+        """Row fields describing what really runs (quantized_nodes, compute_nodes, notes)."""
+        return {}
+
+
+class Backend:
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Params: ClassVar[type[Params]] = NoParams
+    loads: ClassVar[tuple[str, ...]]  # artifact formats
+    requires: ClassVar[tuple[str, ...]]  # importable modules this backend needs
+
+    def missing_packages(self) -> list[str]:
+        return [m for m in self.requires if find_spec(m) is None]
+
+    def version(self) -> str:
+        raise NotImplementedError
+
+    def open(self, artifact: Path, fmt: str, threads: int, params: Params) -> Session:
+        raise NotImplementedError

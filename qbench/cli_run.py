@@ -1,0 +1,134 @@
+"""`qbench run`: plan, progress bar, summary, report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from qbench.plan import Cell, Plan
+
+SUMMARY_FIELDS = (
+    "cell_id",
+    "status",
+    "execution",
+    "latency_p50_ms",
+    "throughput_ips",
+    "peak_rss_mb",
+    "artifact_bytes",
+    "top1",
+    "fp32_agreement",
+    "output_sqnr_db",
+    "error",
+)
+
+
+def _print_plan(plan: Plan) -> None:
+    for cell in plan.cells:
+        state = f"skip: {cell.skip_reason}" if cell.skip_reason else f"run ({cell.artifact_format})"
+        print(f"{cell.cell_id}  {state}")
+    print(f"{len(plan.runnable)} to run, {len(plan.skipped)} skipped, {plan.excluded} excluded")
+
+
+class _Progress:
+    """tqdm bar on stderr naming the current cell; ETA from cells done so far."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.bar = None
+        if enabled and total:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total,
+                unit="cell",
+                file=sys.stderr,
+                dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| {n}/{total} [{elapsed}<{remaining}]",
+            )
+
+    def __call__(self, event: str, cell: Cell | None, row: dict[str, Any] | None) -> None:
+        if self.bar is None or cell is None:
+            return
+        if event == "start":
+            self.bar.set_description_str(cell.cell_id[:70])
+        else:
+            self.bar.update(1)
+            if row and row["status"] != "ok":
+                self.bar.write(f"  {row['status']}: {cell.cell_id}: {row.get('error')}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+def _print_summary(summary: Any, report: Path | None) -> None:
+    print(
+        f"run {summary.run_id}: {summary.count('ok')} ok, {summary.count('failed')} failed, "
+        f"{summary.count('timeout')} timed out, {summary.count('skipped')} skipped"
+        f" ({summary.excluded} excluded by rules)"
+    )
+    for row in summary.rows:
+        if row["status"] == "ok":
+            acc = row.get("top1") if row.get("top1") is not None else row.get("fp32_agreement")
+            print(
+                f"  {row['cell_id']:<58} p50 {_fmt(row.get('latency_p50_ms'), '8.3f')} ms  "
+                f"acc {_fmt(acc, '.4f')}  {row.get('execution', '')}"
+            )
+    for row in summary.problems:
+        print(f"  {row['status'].upper()} {row['cell_id']}: {row.get('error')}")
+    print(f"store: {summary.store}")
+    if report:
+        print(f"report: {report}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from qbench.runner import load_plan, run_plan
+
+    suite, plan, text = load_plan(args.suite)  # raises SuiteError: one line, exit 2
+    if args.dry_run:
+        _print_plan(plan)
+        return 0
+    store = Path(args.store or suite.output)
+    report_path = (
+        None
+        if args.no_report
+        else Path(args.report or suite.report or f"reports/{suite.name}.html")
+    )
+    progress = _Progress(len(plan.runnable), not (args.quiet or args.json))
+    try:
+        summary = run_plan(plan, suite.name, str(args.suite), text, store, progress)
+    finally:
+        progress.close()
+    if report_path is not None and summary.rows:
+        from qbench.report import build_report_html
+        from qbench.store.parquet import load
+
+        runs, results = load(store)
+        runs, results = (
+            runs[runs.run_id == summary.run_id],
+            results[results.run_id == summary.run_id],
+        )
+        report_path.parent.mkdir(parents=True, exist_ok=True)
+        report_path.write_text(
+            build_report_html(runs, results, title=f"qbench: {suite.name}"), encoding="utf-8"
+        )
+    if args.json:
+        doc = {
+            "run_id": summary.run_id,
+            "store": str(store),
+            "report": str(report_path) if report_path else None,
+            "counts": {s: summary.count(s) for s in ("ok", "failed", "timeout", "skipped")},
+            "excluded": summary.excluded,
+            "rows": [{k: r.get(k) for k in SUMMARY_FIELDS} for r in summary.rows],
+        }
+        json.dump(doc, sys.stdout, default=str, indent=1)
+        sys.stdout.write("\n")
+    elif not args.quiet:
+        _print_summary(summary, report_path)
+    return 0

@@ -1,0 +1,32 @@
+"""fp32: the reference every other method is compared with."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from qbench.methods.base import MakeContext, Method, save_torch_artifact
+from qbench.params import Params
+from qbench.plugins import methods
+
+
+@methods.register
+class Fp32(Method):
+    name = "fp32"
+    description = "float32 weights and activations, unchanged (the reference)"
+    produces = ("onnx", "torch")
+
+    def describe(self, fmt: str, params: Params) -> dict[str, Any]:
+        return {"bits_w": 32, "bits_a": 32, "act_dtype": "float32", "weight_dtype": "float32"}
+
+    def unsupported(self, fmt: str, params: Params, source: Any) -> str | None:
+        if fmt == "torch" and source.format != "torch":
+            return f"model {source.name} is an ONNX file; it has no torch module"
+        return None
+
+    def make(self, fmt: str, params: Params, ctx: MakeContext, out: Path) -> None:
+        if fmt == "onnx":
+            shutil.copyfile(ctx.fp32_onnx(), out)
+        else:
+            save_torch_artifact(out, ctx, self.name, params, ctx.model.module.state_dict())

@@ -1,0 +1,48 @@
+"""Typed parameters shared by every plugin family."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Params(BaseModel):
+    """Base of every member's typed parameters: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoParams(Params):
+    """The member takes no parameters."""
+
+
+def describe_params(params_cls: type[BaseModel]) -> list[tuple[str, str, str, str]]:
+    """(name, type, default, description) of each field, for `qbench list`."""
+    rows = []
+    for name, field in params_cls.model_fields.items():
+        annotation = field.annotation
+        if get_origin(annotation) is Literal:
+            type_name = "|".join(str(a) for a in get_args(annotation))
+        else:
+            type_name = getattr(annotation, "__name__", None) or str(annotation)
+            type_name = type_name.replace("typing.", "")
+        default = "required" if field.is_required() else repr(field.get_default())
+        rows.append((name, type_name, default, field.description or ""))
+    return rows
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """Short SHA-256 of a JSON-able object, independent of key order."""
+    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def file_sha256(path: str, length: int = 16) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:length]

@@ -1,0 +1,84 @@
+"""The plugin families and how members reach them.
+
+Built-in members live one module per member in their family's folder and register on import;
+every module of those folders is imported (no central list to edit). Other packages add
+members through the `qbench.plugins` entry-point group, and the QBENCH_PLUGINS environment
+variable names extra modules (comma-separated) — child processes inherit it, so a member
+registered that way is known where the cell runs too.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import sys
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+from qbench.registry import Registry
+
+ENTRY_POINT_GROUP = "qbench.plugins"
+ENV_VAR = "QBENCH_PLUGINS"
+
+
+@dataclass(frozen=True)
+class Families:
+    models: Registry[Any]
+    datasets: Registry[Any]
+    methods: Registry[Any]
+    backends: Registry[Any]
+    power_meters: Registry[Any]
+    transports: Registry[Any]
+    executors: Registry[Any]
+
+    def by_name(self, family: str) -> Registry[Any]:
+        return getattr(self, family.replace("-", "_"))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (
+            "models",
+            "datasets",
+            "methods",
+            "backends",
+            "power_meters",
+            "transports",
+            "executors",
+        )
+
+
+# Attributes each family's members must define; checked when a member registers.
+models: Registry[Any] = Registry("model", ("Params", "dataset", "format", "load"))
+datasets: Registry[Any] = Registry("dataset", ("load", "labelled"))
+methods: Registry[Any] = Registry("method", ("Params", "produces", "make", "execution"))
+backends: Registry[Any] = Registry("backend", ("Params", "loads", "requires", "open"))
+power_meters: Registry[Any] = Registry("power meter", ("Params", "available"))
+transports: Registry[Any] = Registry("transport", ("Params", "run_cell"))
+executors: Registry[Any] = Registry("executor", ("Params", "execute"))
+
+FAMILIES = Families(models, datasets, methods, backends, power_meters, transports, executors)
+
+_FOLDERS = ("models", "datasets", "methods", "backends", "power", "transports", "executors")
+_loaded = False
+
+
+def load_all() -> Families:
+    """Import built-in members, entry points and QBENCH_PLUGINS modules (once per process)."""
+    global _loaded
+    if _loaded:
+        return FAMILIES
+    _loaded = True
+    for folder in _FOLDERS:
+        package = importlib.import_module(f"qbench.{folder}")
+        for info in pkgutil.iter_modules(package.__path__):
+            if not info.name.startswith("_") and info.name != "base":
+                importlib.import_module(f"qbench.{folder}.{info.name}")
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        loaded = ep.load()
+        if callable(loaded) and not isinstance(loaded, type(sys)):
+            loaded(FAMILIES)
+    for module in filter(None, (m.strip() for m in os.environ.get(ENV_VAR, "").split(","))):
+        importlib.import_module(module)
+    return FAMILIES

@@ -1,0 +1,177 @@
+"""The results table: every row of the store, one <tr data-cell-id=...> each."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from qbench.report import fmt
+from qbench.report.fmt import DASH, esc, num
+
+FILTERS = (
+    ("status", "status"),
+    ("model", "model"),
+    ("method", "method_label"),
+    ("backend", "backend_label"),
+    ("device", "device"),
+)
+
+
+@dataclass(frozen=True)
+class Col:
+    head: str
+    kind: str  # "num" or "text"
+    cell: Callable[[Any], tuple[str, Any]]  # row -> (inner HTML, sort value or None)
+    cls: str = ""
+    tip: str = ""
+
+
+def _plain(field: str) -> Callable[[Any], tuple[str, Any]]:
+    return lambda r: (esc(getattr(r, field)) or DASH, None)
+
+
+def _number(field: str, text: Callable[[Any], str]) -> Callable[[Any], tuple[str, Any]]:
+    return lambda r: (esc(text(getattr(r, field))), num(getattr(r, field)))
+
+
+def _ratio(top: str, bottom: str) -> Callable[[Any], tuple[str, Any]]:
+    def cell(r: Any) -> tuple[str, Any]:
+        a, b = num(getattr(r, top)), num(getattr(r, bottom))
+        if a is None and b is None:
+            return DASH, None
+        return f"{fmt.integer(a)}/{fmt.integer(b)}", a
+
+    return cell
+
+
+def _status(r: Any) -> tuple[str, Any]:
+    s = esc(r.status) or "unknown"
+    return f'<span class="badge {s}">{s}</span>', None
+
+
+def _execution(r: Any) -> tuple[str, Any]:
+    if r.simulated:
+        return (
+            '<span class="badge simulated" title="float kernels emulating integer ones">'
+            "simulated</span>",
+            None,
+        )
+    return esc(r.execution) or DASH, None
+
+
+def _speedup(r: Any) -> tuple[str, Any]:
+    if r.simulated:
+        return f'{DASH} <span class="simnote">simulated: not a speedup</span>', None
+    v = num(r.speedup)
+    return (DASH, None) if v is None else (f"{v:.2f}×", v)
+
+
+def _error(r: Any) -> tuple[str, Any]:
+    parts = [] if fmt.is_missing(r.error) else [f"<b>{esc(r.error)}</b>"]
+    parts += [esc(n) for n in fmt.text_list(r.notes)]
+    return ("<br>".join(parts) or DASH), None
+
+
+COLUMNS: tuple[Col, ...] = (
+    Col("run", "text", _plain("run_id"), "id"),
+    Col("model", "text", _plain("model")),
+    Col("method", "text", _plain("method_label")),
+    Col("bits w/a", "num", _ratio("bits_w", "bits_a"), "n", "weight bits / activation bits"),
+    Col("backend", "text", _plain("backend_label")),
+    Col("device", "text", _plain("device")),
+    Col("batch", "num", _number("batch", fmt.integer), "n"),
+    Col("threads", "num", _number("threads", fmt.integer), "n"),
+    Col("status", "text", _status, "status-cell"),
+    Col("execution", "text", _execution, "exec-cell"),
+    Col("p50 ms", "num", _number("latency_p50_ms", fmt.ms), "n", "median latency per batch"),
+    Col("p90 ms", "num", _number("latency_p90_ms", fmt.ms), "n"),
+    Col("p99 ms", "num", _number("latency_p99_ms", fmt.ms), "n"),
+    Col(
+        "inputs/s",
+        "num",
+        _number("throughput_ips", lambda v: fmt.fixed(v, 1)),
+        "n",
+        "throughput: batch / mean latency",
+    ),
+    Col("load s", "num", _number("load_s", fmt.ms), "n", "seconds to load the artifact"),
+    Col("peak RSS MiB", "num", _number("peak_rss_mb", lambda v: fmt.fixed(v, 0)), "n"),
+    Col("artifact MB", "num", _number("artifact_bytes", fmt.mb), "n", "10⁶ bytes on disk"),
+    Col(
+        "quant/compute nodes",
+        "num",
+        _ratio("quantized_nodes", "compute_nodes"),
+        "n",
+        "nodes running quantized kernels / compute nodes",
+    ),
+    Col("top-1", "num", _number("top1", fmt.percent), "n"),
+    Col(
+        "fp32 agree",
+        "num",
+        _number("fp32_agreement", fmt.percent),
+        "n",
+        "share of inputs whose top-1 class equals fp32's",
+    ),
+    Col("SQNR dB", "num", _number("output_sqnr_db", lambda v: fmt.fixed(v, 1)), "n"),
+    Col(
+        "speedup vs fp32",
+        "num",
+        _speedup,
+        "n",
+        "p50 of the fp32 cell / p50 of this cell (native cells only)",
+    ),
+    Col("error / notes", "text", _error, "err"),
+)
+
+
+def results_table(df: Any) -> str:
+    """Filter controls and the table; `df` is the prepared frame (data.prepare)."""
+    order = df.sort_values(
+        ["model", "method_label", "backend_label", "device", "batch", "threads", "run_id"],
+        kind="stable",
+    )
+    head = "".join(
+        f'<th data-type="{c.kind}"'
+        + (f' title="{esc(c.tip)}"' if c.tip else "")
+        + f">{esc(c.head)}</th>"
+        for c in COLUMNS
+    )
+    body = "\n".join(_row(r) for r in order.itertuples(index=False))
+    return (
+        f'{_filters(df)}\n<div class="scroll"><table id="results">\n'
+        f"<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table></div>"
+    )
+
+
+def _row(r: Any) -> str:
+    status = esc(r.status) or "unknown"
+    classes = f"st-{status}" + (" simulated" if r.simulated else "")
+    attrs = {"data-cell-id": r.cell_id, "data-run-id": r.run_id, "class": classes}
+    attrs.update({f"data-{name}": getattr(r, field) for name, field in FILTERS})
+    tds = []
+    for c in COLUMNS:
+        inner, sort = c.cell(r)
+        extra = f' class="{c.cls}"' if c.cls else ""
+        if c.kind == "num":
+            extra += f' data-v="{"" if sort is None else repr(float(sort))}"'
+        tds.append(f"<td{extra}>{inner}</td>")
+    attr_text = " ".join(f'{k}="{esc(v)}"' for k, v in attrs.items())
+    return f"<tr {attr_text}>{''.join(tds)}</tr>"
+
+
+def _filters(df: Any) -> str:
+    selects = []
+    for name, field in FILTERS:
+        values = sorted({str(v) for v in df[field] if not fmt.is_missing(v)})
+        if len(values) < 2:
+            continue
+        options = "".join(f'<option value="{esc(v)}">{esc(v)}</option>' for v in values)
+        selects.append(
+            f'<label>{name} <select data-filter="{name}">'
+            f'<option value="">all</option>{options}</select></label>'
+        )
+    return (
+        '<div class="filters"><input type="search" id="filter" '
+        'placeholder="filter rows: words to find in any column" aria-label="filter rows">'
+        f'{"".join(selects)}<span id="shown" class="muted"></span></div>'
+    )

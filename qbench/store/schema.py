@@ -1,0 +1,113 @@
+"""The store's tables and their columns (versioned).
+
+Every row is a plain dict; these specs name each column, its Arrow type and what it means, so
+the Parquet files read the same in pandas or duckdb without qbench. Bump SCHEMA_VERSION when a
+column changes meaning or type; adding a nullable column does not need a bump.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SCHEMA_VERSION = 1
+
+STATUSES = ("ok", "failed", "timeout", "skipped")
+EXECUTIONS = ("native", "simulated")
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # "string", "int64", "float64", "bool", "list<float64>", "list<string>", "timestamp"
+    doc: str
+
+
+RUN_COLUMNS: tuple[Column, ...] = (
+    Column("schema_version", "int64", "version of this schema"),
+    Column("run_id", "string", "unique id of the run (UTC time + random suffix)"),
+    Column("suite", "string", "suite name"),
+    Column("suite_path", "string", "suite file as given"),
+    Column("suite_sha256", "string", "hash of the suite file's text"),
+    Column("started_at", "timestamp", "UTC start of the run"),
+    Column("finished_at", "timestamp", "UTC end of the run (empty if it was interrupted)"),
+    Column("git_sha", "string", "qbench checkout's commit, with '+dirty' for local changes"),
+    Column("host", "string", "host name"),
+    Column("cpu_model", "string", "CPU model name"),
+    Column("cpu_flags", "list<string>", "ISA flags that matter for quantized kernels"),
+    Column("cores_logical", "int64", "logical CPUs"),
+    Column("cores_physical", "int64", "physical cores"),
+    Column("ram_gb", "float64", "total RAM, GiB"),
+    Column("os", "string", "operating system and kernel"),
+    Column("python", "string", "Python version"),
+    Column("packages_json", "string", "JSON object: package -> version"),
+    Column("cells_total", "int64", "cells in the plan (skipped included)"),
+    Column("cells_excluded", "int64", "cells removed by the suite's include/exclude rules"),
+)
+
+RESULT_COLUMNS: tuple[Column, ...] = (
+    Column("schema_version", "int64", "version of this schema"),
+    Column("run_id", "string", "run this row belongs to"),
+    Column("cell_id", "string", "stable id of the cell: model/method[params]/backend/device/b/t"),
+    Column("suite", "string", "suite name"),
+    Column("model", "string", "model name as registered"),
+    Column("model_weights", "string", "where the weights came from"),
+    Column("model_sha256", "string", "hash of the fp32 model's weights"),
+    Column("method", "string", "quantization method"),
+    Column("method_params_json", "string", "the method's full parameters, JSON, for reproduction"),
+    Column("method_sha256", "string", "hash of method name + parameters"),
+    Column("bits_w", "int64", "weight bits (32 for float32, 16 for fp16/bf16)"),
+    Column("bits_a", "int64", "activation bits"),
+    Column("granularity", "string", "weight quantization granularity: per_tensor|per_channel"),
+    Column("calibrator", "string", "calibration method, where the method calibrates"),
+    Column("symmetric_weights", "bool", "weights quantized symmetrically"),
+    Column("act_dtype", "string", "activation element type at run time (float32, uint8, ...)"),
+    Column("weight_dtype", "string", "weight element type stored (float32, int8, ...)"),
+    Column("backend", "string", "runtime that ran the cell"),
+    Column("runtime_version", "string", "runtime package version"),
+    Column("device", "string", "device name (devices/*.yaml)"),
+    Column("device_kind", "string", "cpu|gpu|npu|tpu"),
+    Column("transport", "string", "how the cell reached the device"),
+    Column("batch", "int64", "batch size"),
+    Column("threads", "int64", "intra-op threads given to the runtime"),
+    Column("status", "string", "ok|failed|timeout|skipped"),
+    Column("error", "string", "why a cell failed, timed out or was skipped"),
+    Column("execution", "string", "native: integer/fp16 kernels ran; simulated: float kernels"),
+    Column("artifact_format", "string", "format the backend loaded (onnx, torch)"),
+    Column("artifact_bytes", "int64", "artifact size on disk"),
+    Column("artifact_sha256", "string", "hash of the artifact"),
+    Column("calib_sha256", "string", "hash of the calibration inputs (where used)"),
+    Column("calib_samples", "int64", "calibration samples used"),
+    Column("quantized_nodes", "int64", "nodes running quantized kernels after optimisation"),
+    Column("compute_nodes", "int64", "compute nodes (Conv/MatMul/Gemm and quantized forms)"),
+    Column("prepare_s", "float64", "seconds to build the artifact (0 when cached)"),
+    Column("artifact_cached", "bool", "artifact came from the cache"),
+    Column("load_s", "float64", "seconds to load the artifact into a session"),
+    Column("warmup_iters", "int64", "untimed warm-up iterations"),
+    Column("iters", "int64", "timed iterations"),
+    Column("repeats", "int64", "timing rounds"),
+    Column("latency_p50_ms", "float64", "median latency of one batch, ms"),
+    Column("latency_p90_ms", "float64", "90th percentile latency, ms"),
+    Column("latency_p99_ms", "float64", "99th percentile latency, ms"),
+    Column("latency_mean_ms", "float64", "mean latency, ms"),
+    Column("latency_std_ms", "float64", "standard deviation of latency, ms"),
+    Column("latency_min_ms", "float64", "fastest iteration, ms"),
+    Column("latency_ci_low_ms", "float64", "95% confidence interval of the median, low"),
+    Column("latency_ci_high_ms", "float64", "95% confidence interval of the median, high"),
+    Column("latency_repeat_p50s_ms", "list<float64>", "median of each timing round, ms"),
+    Column("latency_samples_ms", "list<float64>", "raw latency samples, ms"),
+    Column("throughput_ips", "float64", "inputs per second: batch / mean latency"),
+    Column("peak_rss_mb", "float64", "peak resident memory of the cell's process (VmHWM), MiB"),
+    Column("accuracy_dataset", "string", "dataset of the accuracy and fidelity inputs"),
+    Column("accuracy_samples", "int64", "inputs evaluated"),
+    Column("top1", "float64", "top-1 accuracy on labelled data, 0..1"),
+    Column("top5", "float64", "top-5 accuracy (models with more than 5 classes), 0..1"),
+    Column("fp32_agreement", "float64", "share of inputs whose top-1 class equals fp32's"),
+    Column("output_cosine", "float64", "mean cosine similarity of outputs to fp32's"),
+    Column("output_sqnr_db", "float64", "SQNR of outputs against fp32's, dB"),
+    Column("notes", "list<string>", "why a figure is empty, and other provenance"),
+    Column("started_at", "timestamp", "UTC start of the cell"),
+    Column("duration_s", "float64", "wall seconds for the cell, prepare and measure"),
+)
+
+RESULT_COLUMN_NAMES = tuple(c.name for c in RESULT_COLUMNS)
+RUN_COLUMN_NAMES = tuple(c.name for c in RUN_COLUMNS)

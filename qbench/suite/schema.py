@@ -1,0 +1,117 @@
+"""The suite file's typed schema. Every field has a default and a description."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MemberRef(Strict):
+    """A plugin member with parameters. In YAML, a bare string is shorthand for {name: ...}."""
+
+    name: str = Field(description="registered member name (see `qbench list`)")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="member parameters; a list value expands into one cell per element",
+    )
+    label: str | None = Field(
+        default=None, description="name shown in rows and reports (default: the member name)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+class Scenario(Strict):
+    batch: list[int] = Field(default=[1], description="batch sizes; each is a cell")
+    threads: list[int] = Field(default=[1], description="intra-op thread counts; each is a cell")
+
+    @field_validator("batch", "threads", mode="before")
+    @classmethod
+    def _scalar_to_list(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | list):
+            raise ValueError("expected a positive integer or a list of them")
+        return [value] if isinstance(value, int) else value
+
+    @field_validator("batch", "threads")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if not value or any(v < 1 for v in value):
+            raise ValueError("expected a positive integer or a non-empty list of them")
+        return value
+
+
+class Measurement(Strict):
+    warmup: int = Field(default=10, ge=0, description="untimed iterations before timing")
+    min_iters: int = Field(default=50, ge=1, description="time at least this many iterations")
+    min_seconds: float = Field(default=1.0, ge=0, description="...and at least this long")
+    max_iters: int = Field(default=100_000, ge=1, description="stop a round after this many")
+    repeats: int = Field(default=1, ge=1, description="timing rounds, each min_iters/min_seconds")
+    timeout_s: float = Field(default=900.0, gt=0, description="a cell's wall-clock limit")
+
+
+class Accuracy(Strict):
+    dataset: str = Field(
+        default="auto", description="dataset for accuracy and fidelity; auto: the model's own"
+    )
+    samples: int = Field(default=500, ge=1, description="at most this many evaluation inputs")
+
+
+class Calibration(Strict):
+    samples: int = Field(default=64, ge=1, description="representative inputs for calibration")
+    seed: int = Field(default=0, description="seed that picks the calibration inputs")
+
+
+class Rule(Strict):
+    """Cell fields mapped to fnmatch patterns (or lists of them); all given fields must match."""
+
+    model: str | list[str] | None = None
+    method: str | list[str] | None = None
+    backend: str | list[str] | None = None
+    device: str | list[str] | None = None
+    batch: int | list[int] | None = None
+    threads: int | list[int] | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Rule:
+        if not self.model_dump(exclude_none=True):
+            raise ValueError(
+                "a rule needs at least one of model, method, backend, device, batch, threads"
+            )
+        return self
+
+
+class Suite(Strict):
+    name: str = Field(description="suite name, stored with every row")
+    description: str = Field(default="", description="what this suite is for")
+    models: list[MemberRef] = Field(min_length=1, description="models (see `qbench list models`)")
+    methods: list[MemberRef] = Field(
+        default=[MemberRef(name="fp32")], min_length=1, description="quantization methods"
+    )
+    backends: list[MemberRef] = Field(
+        default=[MemberRef(name="onnxruntime")], min_length=1, description="runtimes"
+    )
+    devices: list[str] = Field(
+        default=["local"],
+        min_length=1,
+        description="device names (devices/NAME.yaml beside the suite's folder) or paths",
+    )
+    scenario: Scenario = Field(default_factory=Scenario, description="batch sizes and threads")
+    measurement: Measurement = Field(default_factory=Measurement, description="timing settings")
+    accuracy: Accuracy = Field(default_factory=Accuracy, description="accuracy settings")
+    calibration: Calibration = Field(default_factory=Calibration, description="calibration")
+    include: list[Rule] = Field(
+        default=[], description="if given, keep only cells matching at least one rule"
+    )
+    exclude: list[Rule] = Field(default=[], description="drop cells matching any rule")
+    output: str = Field(default="results", description="store directory (relative to cwd)")
+    report: str | None = Field(
+        default=None, description="HTML report written after the run (relative to cwd)"
+    )

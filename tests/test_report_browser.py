@@ -1,0 +1,128 @@
+"""The written report in headless Chromium: no console errors, charts drawn, table works."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qbench.report import write_report
+from tests.test_report import synthetic_rows, write_store
+
+CHROMIUM = os.environ.get("QBENCH_CHROMIUM", "/usr/bin/chromium")
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-sync",
+]
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(
+            f"{CHROMIUM} is missing: run scripts/test.sh, which installs Chromium "
+            "(or `apt-get install -y chromium`)",
+            pytrace=False,
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def opened(browser: Any, tmp_path: Path) -> Iterator[tuple[Any, list[str], list[str]]]:
+    report = write_report(write_store(tmp_path / "store"), tmp_path / "out" / "report.html")
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    errors: list[str] = []
+    remote: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+    page.on(
+        "request",
+        lambda r: None if r.url.startswith(("file:", "data:", "blob:")) else remote.append(r.url),
+    )
+    page.goto(report.as_uri())
+    page.wait_for_load_state("load")
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 3")
+    if os.environ.get("QBENCH_REPORT_SCREENSHOT"):
+        page.screenshot(path=os.environ["QBENCH_REPORT_SCREENSHOT"], full_page=True)
+    yield page, errors, remote
+    page.close()
+
+
+def _visible(page: Any, column: str) -> list[str]:
+    """The visible rows' sort values (data-v, else text) in `column`, top to bottom."""
+    return page.evaluate(
+        """(head) => {
+            const heads = [...document.querySelectorAll('#results thead th')];
+            const i = heads.findIndex(h => h.textContent.replace(/[▲▼]/g, '').trim() === head);
+            return [...document.querySelectorAll('#results tbody tr')].filter(r => !r.hidden)
+                .map(r => { const c = r.cells[i];
+                            return c.hasAttribute('data-v') ? c.dataset.v : c.textContent; });
+        }""",
+        column,
+    )
+
+
+def test_page_renders_without_errors(opened: tuple[Any, list[str], list[str]]) -> None:
+    page, errors, remote = opened
+    assert errors == []
+    assert remote == []
+    assert page.locator(".js-plotly-plot").count() >= 3
+    for row in synthetic_rows():
+        assert page.locator(f'#results tr[data-cell-id="{row["cell_id"]}"]').count() == 1
+    assert page.locator("#results tbody tr:visible").count() == len(synthetic_rows())
+
+
+def test_filter_box_and_selects(opened: tuple[Any, list[str], list[str]]) -> None:
+    page, errors, _ = opened
+    rows = synthetic_rows()
+    page.fill("#filter", "mobilenet")
+    want = sum(r["model"] == "mobilenet_v2" for r in rows)
+    assert page.locator("#results tbody tr:visible").count() == want
+    assert page.locator("#shown").inner_text() == f"{want} of {len(rows)} rows shown"
+    page.fill("#filter", "mobilenet static_int8")  # every word must match
+    assert page.locator("#results tbody tr:visible").count() == sum(
+        r["model"] == "mobilenet_v2" and r["method"] == "static_int8" for r in rows
+    )
+    page.fill("#filter", "")
+    page.select_option('select[data-filter="status"]', "ok")
+    assert page.locator("#results tbody tr:visible").count() == sum(
+        r["status"] == "ok" for r in rows
+    )
+    page.select_option('select[data-filter="status"]', "")
+    assert page.locator("#results tbody tr:visible").count() == len(rows)
+    assert errors == []
+
+
+def test_header_click_sorts(opened: tuple[Any, list[str], list[str]]) -> None:
+    page, errors, _ = opened
+    header = page.locator("#results thead th", has_text="p50 ms")
+    header.click()
+    values = _visible(page, "p50 ms")
+    numbers = [float(v) for v in values if v]
+    assert numbers == sorted(numbers) and numbers[0] == 0.25
+    assert values[len(numbers) :] == [""] * (len(values) - len(numbers))  # blanks last
+    header.click()
+    values = _visible(page, "p50 ms")
+    numbers = [float(v) for v in values if v]
+    assert numbers == sorted(numbers, reverse=True) and numbers[0] == 10.0
+    assert values[-1] == ""
+    page.locator("#results thead th", has_text="model").first.click()
+    models = _visible(page, "model")
+    assert models == sorted(models)
+    assert errors == []
