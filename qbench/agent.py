@@ -118,6 +118,7 @@ def prepare(cell: Cell) -> dict[str, Any]:
     key = {
         "model_sha": loaded.sha256,
         **method_key,
+        "method_version": method.version,
         "format": fmt,
         "calib": calib_sha,
         "v": ARTIFACT_VERSION,

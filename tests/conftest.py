@@ -68,10 +68,15 @@ FAST_MEASUREMENT = "measurement: {warmup: 2, min_iters: 10, min_seconds: 0.05, t
 
 
 def run_qbench(
-    *args: str, cwd: Path | None = None, plugins: str = "", timeout: float = 900
+    *args: str,
+    cwd: Path | None = None,
+    plugins: str = "",
+    timeout: float = 900,
+    extra_path: str = "",
 ) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    paths = [str(REPO), extra_path, env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     if plugins:
         env["QBENCH_PLUGINS"] = plugins
     return subprocess.run(

@@ -31,6 +31,8 @@ class Method:
     Params: ClassVar[type[Params]] = NoParams
     produces: ClassVar[tuple[str, ...]]  # artifact formats this method can build
     uses_calibration: ClassVar[bool] = False
+    # Part of every artifact's cache key: bump it when the artifact changes for the same inputs.
+    version: ClassVar[int] = 1
 
     def execution(self, fmt: str, params: Params) -> str:
         """'native' when the runtime runs integer/fp16 kernels, 'simulated' when float ones."""

@@ -76,6 +76,7 @@ class StaticInt8(Method):
     Params = StaticInt8Params
     produces = ("onnx", "torch")
     uses_calibration = True
+    version = 2  # 2: torch path calibrates activations with reduce_range=True
 
     def describe(self, fmt: str, params: Params) -> dict[str, Any]:
         assert isinstance(params, StaticInt8Params)

@@ -22,7 +22,7 @@ def train_digits_cnn(params: DigitsCNNParams) -> Any:
     import numpy as np
     import torch
 
-    from qbench.models.architectures import DigitsCNN
+    from qbench.models._architectures import DigitsCNN
 
     torch.manual_seed(params.seed)
     x, y = datasets.get("digits")().load("train", None)
@@ -50,7 +50,7 @@ class DigitsCNNModel(ModelSource):
     dataset = "digits"
 
     def architecture(self, params: Params) -> Any:
-        from qbench.models.architectures import DigitsCNN
+        from qbench.models._architectures import DigitsCNN
 
         return DigitsCNN().eval()
 

@@ -79,7 +79,7 @@ class ResNet18Model(_ImageNetModel):
     description = "ResNet-18 (11.7 M params), torchvision layout; no offline weights: BN re-fit"
 
     def architecture(self, params: Params) -> Any:
-        from qbench.models.architectures import ResNet18
+        from qbench.models._architectures import ResNet18
 
         return ResNet18().eval()
 
@@ -93,6 +93,6 @@ class MobileNetV2Model(_ImageNetModel):
         return _offline_mobilenet_weights()
 
     def architecture(self, params: Params) -> Any:
-        from qbench.models.architectures import MobileNetV2
+        from qbench.models._architectures import MobileNetV2
 
         return MobileNetV2().eval()
