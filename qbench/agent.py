@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from qbench.cache import cached_file
+from qbench.cache import cached_file, read_meta
 from qbench.params import file_sha256, stable_hash
 from qbench.plan import Cell
 from qbench.plugins import load_all
 
-ARTIFACT_VERSION = 1  # bump when a method's output changes for the same inputs
+ARTIFACT_VERSION = 2  # bump when any artifact or its metadata changes for the same inputs
 
 
 def _array_sha(x: np.ndarray) -> str:
@@ -35,15 +35,26 @@ def _array_sha(x: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()[:16]
 
 
-def _inputs(dataset_name: str, split: str, n: int, seed: int) -> tuple[Path, bool]:
+def _inputs(dataset_name: str, split: str, n: int, seed: int, outlier_fraction: float = 0.0,
+            outlier_scale: float = 1.0) -> tuple[Path, bool]:  # fmt: skip
     fam = load_all()
 
     def build(tmp: Path) -> None:
         x, y = fam.datasets.get(dataset_name)().load(split, n, seed)  # type: ignore[arg-type]
+        x = x.astype(np.float32)
+        if outlier_fraction > 0:
+            # Real inputs scaled far out of range, as a glitching sensor or a bad crop would
+            # give: min/max calibration stretches its ranges to them, robust calibrators don't.
+            rng = np.random.default_rng(seed + 1)
+            count = max(1, round(outlier_fraction * len(x)))
+            picked = rng.choice(len(x), size=count, replace=False)
+            x[picked] *= outlier_scale
         with open(tmp, "wb") as fh:
-            np.savez(fh, x=x.astype(np.float32), **({"y": y} if y is not None else {}))
+            np.savez(fh, x=x, **({"y": y} if y is not None else {}))
 
     key = {"dataset": dataset_name, "split": split, "n": n, "seed": seed, "v": 1}
+    if outlier_fraction > 0:
+        key["outliers"] = [outlier_fraction, outlier_scale]
     return cached_file("inputs", key, ".npz", build)
 
 
@@ -95,9 +106,9 @@ def prepare(cell: Cell) -> dict[str, Any]:
     params = method.Params(**cell.method_params)
     calib, calib_sha = None, None
     if method.uses_calibration:
-        calib_path, _ = _inputs(
-            dataset_name, "calib", cell.calibration["samples"], cell.calibration["seed"]
-        )
+        c = cell.calibration
+        calib_path, _ = _inputs(dataset_name, "calib", c["samples"], c["seed"],
+                                c["outlier_fraction"], c["outlier_scale"])  # fmt: skip
         calib = np.load(calib_path)["x"]
         calib_sha = _array_sha(calib)
 
@@ -128,6 +139,7 @@ def prepare(cell: Cell) -> dict[str, Any]:
         "artifacts", key, suffix, lambda tmp: method.make(fmt, params, ctx, tmp)
     )
     return {
+        **read_meta(artifact),  # packed_bytes, layer_bits_json, artifact_notes, ...
         "artifact_path": str(artifact),
         "artifact_cached": cached,
         "artifact_bytes": artifact.stat().st_size,

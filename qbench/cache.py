@@ -8,9 +8,11 @@ the same entry wait for one build) and written by atomic rename.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from qbench.params import stable_hash
 
@@ -21,12 +23,23 @@ def cache_root() -> Path:
     return root
 
 
+def meta_path(path: Path) -> Path:
+    return path.with_name(path.name + ".meta.json")
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """What `build` returned when the entry was made ({} if it returned nothing)."""
+    meta = meta_path(path)
+    return json.loads(meta.read_text()) if meta.exists() else {}
+
+
 def cached_file(
-    kind: str, key: object, suffix: str, build: Callable[[Path], None]
+    kind: str, key: object, suffix: str, build: Callable[[Path], dict[str, Any] | None]
 ) -> tuple[Path, bool]:
     """Path of the entry for `key`, building it with `build(tmp_path)` if absent.
 
-    Returns (path, was_cached).
+    A dict returned by `build` is kept beside the entry (read_meta) and written before the
+    entry appears, so an entry never exists without its metadata. Returns (path, was_cached).
     """
     folder = cache_root() / kind
     folder.mkdir(parents=True, exist_ok=True)
@@ -39,7 +52,11 @@ def cached_file(
             return path, True
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
         try:
-            build(tmp)
+            meta = build(tmp)
+            if meta:
+                meta_tmp = tmp.with_name(tmp.name + ".meta")
+                meta_tmp.write_text(json.dumps(meta, default=str))
+                meta_tmp.replace(meta_path(path))
             tmp.replace(path)
         finally:
             tmp.unlink(missing_ok=True)

@@ -82,6 +82,9 @@ def _print_summary(summary: Any, report: Path | None) -> None:
             )
     for row in summary.problems:
         print(f"  {row['status'].upper()} {row['cell_id']}: {row.get('error')}")
+    for row in summary.rows:
+        if row["status"] == "skipped":
+            print(f"  skipped {row['cell_id']}: {row.get('error')}")
     print(f"store: {summary.store}")
     if report:
         print(f"report: {report}")

@@ -62,7 +62,7 @@ def assemble_row(
     row = base_row(cell)
     method_notes = row.pop("notes", [])
     row.update({k: v for k, v in result.items() if k in RESULT_COLUMN_NAMES})
-    row["notes"] = [*method_notes, *(row.get("notes") or [])]
+    row["notes"] = [*method_notes, *result.get("artifact_notes", []), *(row.get("notes") or [])]
     row["started_at"] = started
     row["duration_s"] = duration
     if row.get("status") != "ok":

@@ -19,14 +19,18 @@ from qbench.plugins import backends
 QUANTIZED_OPS = frozenset(
     {
         "QLinearConv",
+        "QLinearConvTranspose",
         "QLinearMatMul",
         "MatMulInteger",
+        "MatMulInteger16",
         "ConvInteger",
         "MatMulNBits",
+        "MatMulBnb4",
         "QGemm",
         "DynamicQuantizeMatMul",
         "MatMulIntegerToFloat",
         "QAttention",
+        "QOrderedMatMul",
         "NhwcQLinearConv",
     }
 )
@@ -37,7 +41,9 @@ FLOAT_COMPUTE_OPS = frozenset(
         "Gemm",
         "FusedConv",
         "FusedMatMul",
+        "FusedMatMulActivation",
         "FusedGemm",
+        "NhwcConv",
         "NhwcFusedConv",
         "ConvTranspose",
     }

@@ -20,7 +20,12 @@ class TorchParams(Params):
 
 def _is_quantized_compute(sub: Any) -> bool:
     cls = type(sub)
-    return ".quantized" in cls.__module__ and cls.__name__.startswith(("Conv", "Linear"))
+    # Quantized Linear holds a LinearPackedParams child: a container, not a second layer.
+    return (
+        ".quantized" in cls.__module__
+        and cls.__name__.startswith(("Conv", "Linear"))
+        and not cls.__name__.endswith("PackedParams")
+    )
 
 
 def count_torch_compute(module: Any) -> tuple[int, int]:
@@ -39,13 +44,18 @@ def count_torch_compute(module: Any) -> tuple[int, int]:
 
 class TorchSession(Session):
     def __init__(self, module: Any, channels_last: bool) -> None:
+        import torch
+
         self.module = module
         self.channels_last = channels_last
+        # fp16/bf16 modules take inputs of their own type; quantized ones take float32.
+        self.dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()),
+                          torch.float32)  # fmt: skip
 
     def _tensor(self, x: np.ndarray) -> Any:
         import torch
 
-        t = torch.from_numpy(np.ascontiguousarray(x))
+        t = torch.from_numpy(np.ascontiguousarray(x)).to(self.dtype)
         return t.contiguous(memory_format=torch.channels_last) if self.channels_last else t
 
     def runner(self, x: np.ndarray) -> Callable[[], Any]:

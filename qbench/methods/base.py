@@ -46,14 +46,24 @@ class Method:
         """Why this method cannot build `fmt` for this model with these params, or None."""
         return None
 
-    def make(self, fmt: str, params: Params, ctx: MakeContext, out: Path) -> None:
-        """Write the artifact of format `fmt` to `out`."""
+    def make(self, fmt: str, params: Params, ctx: MakeContext, out: Path) -> dict[str, Any]:
+        """Write the artifact of format `fmt` to `out`; return row fields that describe it
+        (packed_bytes, layer_bits_json, artifact_notes ...), cached beside the artifact."""
         raise NotImplementedError
 
     def rebuild_torch(self, module: Any, example: Any, params: Params) -> Any:
         """Turn a freshly built fp32 module into this method's structure so a saved state dict
         of format 'torch' loads into it. fp32 methods return the module unchanged."""
         return module
+
+
+def packed_bytes(ctx: MakeContext, weight_bits: Any) -> int:
+    """Theoretical packed size of this model with `weight_bits(name, weight)` per layer."""
+    from qbench.methods.packing import packed_bytes_onnx, packed_bytes_torch
+
+    if ctx.model.module is not None:
+        return packed_bytes_torch(ctx.model.module, weight_bits)
+    return packed_bytes_onnx(ctx.model.onnx_path, weight_bits)
 
 
 def save_torch_artifact(

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from qbench.methods.base import MakeContext, Method, save_torch_artifact
+from qbench.methods.base import MakeContext, Method, packed_bytes, save_torch_artifact
 from qbench.params import Params
 from qbench.plugins import methods
 
@@ -25,8 +25,9 @@ class Fp32(Method):
             return f"model {source.name} is an ONNX file; it has no torch module"
         return None
 
-    def make(self, fmt: str, params: Params, ctx: MakeContext, out: Path) -> None:
+    def make(self, fmt: str, params: Params, ctx: MakeContext, out: Path) -> dict[str, Any]:
         if fmt == "onnx":
             shutil.copyfile(ctx.fp32_onnx(), out)
         else:
             save_torch_artifact(out, ctx, self.name, params, ctx.model.module.state_dict())
+        return {"packed_bytes": packed_bytes(ctx, lambda *_: None)}

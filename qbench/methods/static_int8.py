@@ -16,7 +16,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from qbench.methods.base import MakeContext, Method, save_torch_artifact
+from qbench.methods.base import MakeContext, Method, packed_bytes, save_torch_artifact
+from qbench.methods.packing import int8_weight_bits
 from qbench.params import Params
 from qbench.plugins import methods
 
@@ -92,7 +93,7 @@ class StaticInt8(Method):
                 "notes": ["torch x86 engine: activations use a 7-bit range (reduce_range)"],
             }
         return {
-            "bits_w": 8,
+            "bits_w": 7 if params.reduce_range else 8,
             "bits_a": 8,
             "granularity": "per_channel" if params.per_channel else "per_tensor",
             "calibrator": params.calibrator,
@@ -117,12 +118,14 @@ class StaticInt8(Method):
                 )
         return None
 
-    def make(self, fmt: str, params: Params, ctx: MakeContext, out: Path) -> None:
+    def make(self, fmt: str, params: Params, ctx: MakeContext, out: Path) -> dict[str, Any]:
         assert isinstance(params, StaticInt8Params) and ctx.calib is not None
         if fmt == "onnx":
             self._make_onnx(params, ctx, out)
         else:
             self._make_torch(params, ctx, out)
+        per_channel = params.per_channel or fmt == "torch"
+        return {"packed_bytes": packed_bytes(ctx, int8_weight_bits(8, per_channel))}
 
     def _make_onnx(self, params: StaticInt8Params, ctx: MakeContext, out: Path) -> None:
         from onnxruntime.quantization import (

@@ -67,6 +67,17 @@ def _table(rows: list[dict[str, Any]], columns: tuple[Column, ...]) -> Any:
     return pa.Table.from_pydict(data, schema=_schema(columns))
 
 
+def _json_default(value: Any) -> Any:
+    """Journal encoding of what json cannot write: numpy scalars and arrays as numbers (str()
+    would turn them into text that no int64/bool column accepts on recovery), datetimes as
+    ISO 8601."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if hasattr(value, "tolist"):  # numpy scalar or array
+        return value.tolist()
+    return str(value)
+
+
 class RunWriter:
     """Writes one run into a store: journal as it goes, Parquet at the end."""
 
@@ -74,6 +85,7 @@ class RunWriter:
         self.root = Path(root)
         self.run = {**run, "schema_version": SCHEMA_VERSION}
         self.run_id: str = run["run_id"]
+        _table([self.run], RUN_COLUMNS)  # fail now, not at finish() (see append)
         for sub in ("runs", "results", "journal"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self.journal_path = self.root / "journal" / f"{self.run_id}.jsonl"
@@ -82,16 +94,20 @@ class RunWriter:
         self.rows: list[dict[str, Any]] = []
 
     def _write_line(self, obj: dict[str, Any]) -> None:
-        self._journal.write(json.dumps(obj, default=str) + "\n")
+        self._journal.write(json.dumps(obj, default=_json_default) + "\n")
         self._journal.flush()
         os.fsync(self._journal.fileno())
 
     def append(self, row: dict[str, Any]) -> None:
         row = {**row, "schema_version": SCHEMA_VERSION, "run_id": self.run_id}
+        # Validate before the row reaches the journal: a row that cannot become Parquet would
+        # otherwise fail finish() and then every later load() of the whole store.
+        _table([row], RESULT_COLUMNS)
         self.rows.append(row)
         self._write_line({"kind": "result", "row": row})
 
     def finish(self, **run_updates: Any) -> Path:
+        _table([{**self.run, **run_updates}], RUN_COLUMNS)
         self.run.update(run_updates)
         self._write_line({"kind": "run", "row": self.run})
         self._journal.close()

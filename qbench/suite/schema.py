@@ -67,6 +67,15 @@ class Accuracy(Strict):
 class Calibration(Strict):
     samples: int = Field(default=64, ge=1, description="representative inputs for calibration")
     seed: int = Field(default=0, description="seed that picks the calibration inputs")
+    outlier_fraction: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="share of calibration inputs made outliers (to test robust calibrators)",
+    )
+    outlier_scale: float = Field(
+        default=10.0, gt=0, description="outlier inputs are the real input times this factor"
+    )
 
 
 class Rule(Strict):

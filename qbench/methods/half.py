@@ -1,0 +1,81 @@
+"""Half-precision floats: fp16 and bf16 weights (and activations where the runtime has them).
+
+ONNX: the graph converted to float16 with float32 inputs/outputs kept. ONNX Runtime's CPU
+execution provider has no fp16 convolution kernels on x86 and inserts casts back to float32
+(shared/facts.md), so those cells are labelled `simulated`; bf16 ONNX is not built (no CPU
+kernels at all). Torch: the module cast to fp16/bf16; torch's CPU kernels take those types.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from qbench.methods.base import MakeContext, Method, packed_bytes, save_torch_artifact
+from qbench.params import Params
+from qbench.plugins import methods
+
+
+class _HalfFloat(Method):
+    produces = ("torch", "onnx")
+    torch_dtype: ClassVar[str]
+
+    def execution(self, fmt: str, params: Params) -> str:
+        return "simulated" if fmt == "onnx" else "native"
+
+    def describe(self, fmt: str, params: Params) -> dict[str, Any]:
+        notes = (["ONNX Runtime CPU: fp16 weights are cast to float32 kernels (no fp16 compute)"]
+                 if fmt == "onnx" else [])  # fmt: skip
+        act = "float32" if fmt == "onnx" else self.name.replace("fp", "float")
+        return {"bits_w": 16, "bits_a": 32 if fmt == "onnx" else 16, "act_dtype": act,
+                "weight_dtype": self.name.replace("fp", "float"), "weight_scheme": "float",
+                "notes": notes}  # fmt: skip
+
+    def unsupported(self, fmt: str, params: Params, source: Any) -> str | None:
+        if fmt == "torch" and source.format != "torch":
+            return f"model {source.name} is an ONNX file; it has no torch module"
+        return None
+
+    def make(self, fmt: str, params: Params, ctx: MakeContext, out: Path) -> dict[str, Any]:
+        if fmt == "onnx":
+            import onnx
+            from onnxruntime.transformers.float16 import convert_float_to_float16
+
+            model = convert_float_to_float16(onnx.load(str(ctx.fp32_onnx())), keep_io_types=True)
+            onnx.save(model, str(out))
+        else:
+            module = self.rebuild_torch(ctx.model.module, None, params)
+            save_torch_artifact(out, ctx, self.name, params, module.state_dict())
+        return {"packed_bytes": packed_bytes(ctx, lambda _, w: _numel(w) * 16)}
+
+    def rebuild_torch(self, module: Any, example: Any, params: Params) -> Any:
+        import copy
+
+        import torch
+
+        return copy.deepcopy(module).to(getattr(torch, self.torch_dtype))
+
+
+def _numel(weight: Any) -> int:
+    import math
+
+    return int(math.prod(getattr(weight, "weight", weight).shape))
+
+
+@methods.register
+class Fp16(_HalfFloat):
+    name = "fp16"
+    description = "float16 weights (torch: and activations; ORT CPU: casts back to float32)"
+    torch_dtype = "float16"
+
+
+@methods.register
+class Bf16(_HalfFloat):
+    name = "bf16"
+    description = "bfloat16 weights and activations (torch); no ONNX Runtime CPU kernels"
+    torch_dtype = "bfloat16"
+
+    def unsupported(self, fmt: str, params: Params, source: Any) -> str | None:
+        if fmt == "onnx":
+            return "ONNX Runtime's CPU execution provider has no bfloat16 Conv/Gemm kernels"
+        return super().unsupported(fmt, params, source)
