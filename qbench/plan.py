@@ -124,8 +124,11 @@ def _cell_id(
     device: str,
     batch: int,
     threads: int,
+    outliers: float = 0.0,
 ) -> str:
     method_part = f"{method}[{_params_label(mparams)}]" if mparams else method
+    if outliers:
+        method_part += f"{{outliers={outliers:g}}}"
     backend_part = f"{backend}[{_params_label(bparams)}]" if bparams else backend
     return f"{model}/{method_part}/{backend_part}/{device}/b{batch}/t{threads}"
 
@@ -206,43 +209,39 @@ def build_plan(suite: Suite, source: SuiteSource, families: Families | None = No
         ):
             plan.excluded += 1
             continue
-        cell_id = _cell_id(
-            model_label,
-            method_label,
-            non_default(qtyped),
-            bref.name,
-            non_default(btyped),
-            device.name,
-            batch,
-            threads,
-        )
-        if cell_id in seen:
-            continue  # the same cell listed twice in the suite
-        seen.add(cell_id)
-        fmt: list[str | None] = [None]
-        reason = _skip_reason(device, bref.name, backend, qm, qtyped, msrc, fmt)
-        plan.cells.append(
-            Cell(
-                cell_id=cell_id,
-                suite=suite.name,
-                model=model_label,
-                model_plugin=mref.name,
-                model_params=mparams,
-                method=qref.name,
-                method_params=qparams,
-                backend=bref.name,
-                backend_params=bparams,
-                device=device.name,
-                device_kind=device.kind,
-                transport=device.transport.name,
-                transport_params=dict(device.transport.params),
-                batch=batch,
-                threads=threads,
-                artifact_format=fmt[0],
-                measurement=suite.measurement.model_dump(),
-                accuracy=suite.accuracy.model_dump(),
-                calibration=suite.calibration.model_dump(),
-                skip_reason=reason,
+        fractions = suite.calibration.outlier_fraction if qm.uses_calibration else [0.0]
+        for fraction in fractions:
+            cell_id = _cell_id(model_label, method_label, non_default(qtyped), bref.name,
+                               non_default(btyped), device.name, batch, threads,
+                               fraction)  # fmt: skip
+            if cell_id in seen:
+                continue  # the same cell listed twice in the suite
+            seen.add(cell_id)
+            fmt: list[str | None] = [None]
+            reason = _skip_reason(device, bref.name, backend, qm, qtyped, msrc, fmt)
+            calibration = {**suite.calibration.model_dump(), "outlier_fraction": fraction}
+            plan.cells.append(
+                Cell(
+                    cell_id=cell_id,
+                    suite=suite.name,
+                    model=model_label,
+                    model_plugin=mref.name,
+                    model_params=mparams,
+                    method=qref.name,
+                    method_params=qparams,
+                    backend=bref.name,
+                    backend_params=bparams,
+                    device=device.name,
+                    device_kind=device.kind,
+                    transport=device.transport.name,
+                    transport_params=dict(device.transport.params),
+                    batch=batch,
+                    threads=threads,
+                    artifact_format=fmt[0],
+                    measurement=suite.measurement.model_dump(),
+                    accuracy=suite.accuracy.model_dump(),
+                    calibration=calibration,
+                    skip_reason=reason,
+                )
             )
-        )
     return plan

@@ -49,6 +49,9 @@ def base_row(cell: Cell) -> dict[str, Any]:
         "batch": cell.batch,
         "threads": cell.threads,
         "artifact_format": cell.artifact_format,
+        "calib_outlier_fraction": cell.calibration["outlier_fraction"]
+        if method.uses_calibration
+        else None,
         **method.describe(fmt, typed),
     }
     if cell.artifact_format:

@@ -139,3 +139,24 @@ def test_format_mismatch_is_a_skip_reason(tmp_path: Path) -> None:
         plan.cells[0].skip_reason
         == "method tflite_only produces tflite artifacts; backend onnxruntime loads onnx"
     )
+
+
+def test_outlier_fractions_expand_only_calibrating_methods(tmp_path: Path) -> None:
+    plan = plan_of(
+        tmp_path,
+        """
+        name: t
+        models: [digits_cnn]
+        methods: [fp32, {name: static_int8, params: {calibrator: percentile}}]
+        backends: [onnxruntime]
+        calibration: {outlier_fraction: [0, 0.05]}
+    """,
+    )
+    ids = sorted(c.cell_id for c in plan.cells)
+    assert ids == [
+        "digits_cnn/fp32/onnxruntime/local/b1/t1",
+        "digits_cnn/static_int8[calibrator=percentile]/onnxruntime/local/b1/t1",
+        "digits_cnn/static_int8[calibrator=percentile]{outliers=0.05}/onnxruntime/local/b1/t1",
+    ]
+    fractions = {c.cell_id: c.calibration["outlier_fraction"] for c in plan.cells}
+    assert fractions[ids[2]] == 0.05 and fractions[ids[1]] == 0.0

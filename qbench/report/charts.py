@@ -28,6 +28,7 @@ def build_charts(latest: Any) -> list[Chart]:
     ok = latest[latest["status"].astype(object).eq("ok").fillna(False).astype(bool)]
     colours = _colours(sorted(ok["method_label"].dropna().unique()))
     charts = accuracy_charts(ok)
+    charts.append(packed_size_chart(ok))
     charts.append(speedup_chart(ok, colours))
     charts.append(size_chart(ok, colours))
     return [c for c in charts if c is not None]
@@ -245,3 +246,48 @@ def size_chart(ok: Any, colours: dict[str, str]) -> Chart:
         "method and backend."
     )
     return Chart(title, caption, _render(fig, "chart-size", 420))
+
+
+def packed_size_chart(ok: Any) -> Chart | None:
+    """Accuracy against theoretical packed size, one panel per model, colour = method."""
+    from plotly.subplots import make_subplots
+
+    pts = ok[ok["accuracy"].notna() & ok["packed_bytes"].notna()]
+    if pts.empty:
+        return None
+    models = sorted(pts["model"].dropna().unique())
+    colour = _colours(sorted(pts["method"].dropna().unique()))
+    fig = make_subplots(rows=1, cols=len(models), subplot_titles=models, shared_yaxes=True)
+    shown: set[str] = set()
+    for col, model in enumerate(models, start=1):
+        d = pts[pts["model"] == model]
+        for method in sorted(d["method"].unique()):
+            m = d[d["method"] == method]
+            fig.add_scatter(
+                x=(m["packed_bytes"].astype(float) / 1e6).tolist(),
+                y=m["accuracy"].astype(float).tolist(),
+                mode="markers",
+                name=method,
+                legendgroup=method,
+                showlegend=method not in shown,
+                marker={"color": colour[method], "size": 10,
+                        "symbol": ["circle-open" if s else "circle" for s in m["simulated"]]},
+                customdata=[[r.method_label, r.backend_label, METRIC_LABEL.get(
+                    r.accuracy_metric, ""), r.execution] for r in m.itertuples()],
+                hovertemplate=("<b>%{customdata[0]}</b><br>backend: %{customdata[1]} "
+                               "(%{customdata[3]})<br>packed: %{x:.3g} MB"
+                               "<br>%{customdata[2]}: %{y:.2%}<extra></extra>"),
+                row=1, col=col,
+            )  # fmt: skip
+            shown.add(method)
+        fig.update_xaxes(type="log", tickformat="~g", title="packed size, MB (log)", row=1, col=col)
+    fig.update_yaxes(title="top-1 (labelled data) or agreement with fp32", tickformat=".0%",
+                     row=1, col=1)  # fmt: skip
+    fig.update_layout(legend={"title": {"text": "method"}})
+    caption = (
+        "Accuracy against the theoretical packed size of the weights (bits × weights + "
+        "codebooks + scales + zero points; other parameters at 32 bits), which makes simulated "
+        "methods (open markers: float weights on disk) comparable with native ones. One panel "
+        "per model; top-1 where the data is labelled, else agreement with fp32."
+    )
+    return Chart("Accuracy vs packed size", caption, _render(fig, "chart-packed", 440))

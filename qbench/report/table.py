@@ -98,6 +98,13 @@ COLUMNS: tuple[Col, ...] = (
     Col("peak RSS MiB", "num", _number("peak_rss_mb", lambda v: fmt.fixed(v, 0)), "n"),
     Col("artifact MB", "num", _number("artifact_bytes", fmt.mb), "n", "10⁶ bytes on disk"),
     Col(
+        "packed MB",
+        "num",
+        _number("packed_bytes", fmt.mb),
+        "n",
+        "theoretical size: bits × weights + codebooks + scales + zero points",
+    ),
+    Col(
         "quant/compute nodes",
         "num",
         _ratio("quantized_nodes", "compute_nodes"),

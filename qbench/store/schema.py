@@ -89,6 +89,7 @@ RESULT_COLUMNS: tuple[Column, ...] = (
     Column("artifact_sha256", "string", "hash of the artifact"),
     Column("calib_sha256", "string", "hash of the calibration inputs (where used)"),
     Column("calib_samples", "int64", "calibration samples used"),
+    Column("calib_outlier_fraction", "float64", "share of calibration inputs made outliers"),
     Column("quantized_nodes", "int64", "nodes running quantized kernels after optimisation"),
     Column("compute_nodes", "int64", "compute nodes (Conv/MatMul/Gemm and quantized forms)"),
     Column("prepare_s", "float64", "seconds to build the artifact (0 when cached)"),

@@ -67,15 +67,26 @@ class Accuracy(Strict):
 class Calibration(Strict):
     samples: int = Field(default=64, ge=1, description="representative inputs for calibration")
     seed: int = Field(default=0, description="seed that picks the calibration inputs")
-    outlier_fraction: float = Field(
-        default=0.0,
-        ge=0,
-        le=1,
-        description="share of calibration inputs made outliers (to test robust calibrators)",
+    outlier_fraction: list[float] = Field(
+        default=[0.0],
+        description="share of calibration inputs made outliers (to test robust calibrators); "
+        "a list gives each calibrating method one cell per value",
     )
     outlier_scale: float = Field(
         default=10.0, gt=0, description="outlier inputs are the real input times this factor"
     )
+
+    @field_validator("outlier_fraction", mode="before")
+    @classmethod
+    def _fraction_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+    @field_validator("outlier_fraction")
+    @classmethod
+    def _fractions_in_range(cls, value: list[float]) -> list[float]:
+        if not value or any(not 0 <= v <= 1 for v in value):
+            raise ValueError("expected a fraction from 0 to 1, or a non-empty list of them")
+        return value
 
 
 class Rule(Strict):
