@@ -1,4 +1,6 @@
-"""k-means weight clustering (weight sharing) with 2^b centroids per layer (simulated)."""
+"""k-means weight clustering (weight sharing) with 2^b centroids per layer (simulated).
+
+Lloyd's algorithm from evenly spaced quantiles: deterministic, so it takes no seed."""
 
 from __future__ import annotations
 
@@ -17,7 +19,6 @@ class KMeansParams(Params):
     granularity: Literal["per_tensor", "per_channel"] = Field(
         default="per_tensor", description="one codebook per layer or per output channel"
     )
-    seed: int = Field(default=0, description="k-means seed")
 
 
 @methods.register
@@ -35,4 +36,4 @@ class KMeans(SimulatedWeightMethod):
         from qbench.quant.kmeans import quantize_kmeans
 
         assert isinstance(params, KMeansParams)
-        return quantize_kmeans(weight, params.bits, params.granularity, seed=params.seed)
+        return quantize_kmeans(weight, params.bits, params.granularity)
