@@ -43,7 +43,10 @@ class Method:
         return {}
 
     def unsupported(self, fmt: str, params: Params, source: ModelSource) -> str | None:
-        """Why this method cannot build `fmt` for this model with these params, or None."""
+        """Why this method cannot build `fmt` for this model with these params, or None.
+        Subclasses that add reasons call this first."""
+        if fmt == "torch" and source.format != "torch":
+            return f"model {source.name} is an ONNX file; it has no torch module"
         return None
 
     def make(self, fmt: str, params: Params, ctx: MakeContext, out: Path) -> dict[str, Any]:

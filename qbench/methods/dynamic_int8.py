@@ -47,11 +47,14 @@ class DynamicInt8(Method):
 
     def unsupported(self, fmt: str, params: Params, source: Any) -> str | None:
         assert isinstance(params, DynamicInt8Params)
-        if fmt == "torch" and source.format != "torch":
-            return f"model {source.name} is an ONNX file; it has no torch module"
-        if fmt == "torch" and (params.weight_type != "uint8" or params.per_channel):
+        reason = super().unsupported(fmt, params, source)
+        if (
+            reason is None
+            and fmt == "torch"
+            and (params.weight_type != "uint8" or params.per_channel)
+        ):
             return "torch's quantize_dynamic takes no weight_type/per_channel (int8 per tensor)"
-        return None
+        return reason
 
     def make(self, fmt: str, params: Params, ctx: MakeContext, out: Path) -> dict[str, Any]:
         assert isinstance(params, DynamicInt8Params)

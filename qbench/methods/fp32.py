@@ -20,11 +20,6 @@ class Fp32(Method):
     def describe(self, fmt: str, params: Params) -> dict[str, Any]:
         return {"bits_w": 32, "bits_a": 32, "act_dtype": "float32", "weight_dtype": "float32"}
 
-    def unsupported(self, fmt: str, params: Params, source: Any) -> str | None:
-        if fmt == "torch" and source.format != "torch":
-            return f"model {source.name} is an ONNX file; it has no torch module"
-        return None
-
     def make(self, fmt: str, params: Params, ctx: MakeContext, out: Path) -> dict[str, Any]:
         if fmt == "onnx":
             shutil.copyfile(ctx.fp32_onnx(), out)

@@ -31,11 +31,6 @@ class _HalfFloat(Method):
                 "weight_dtype": self.name.replace("fp", "float"), "weight_scheme": "float",
                 "notes": notes}  # fmt: skip
 
-    def unsupported(self, fmt: str, params: Params, source: Any) -> str | None:
-        if fmt == "torch" and source.format != "torch":
-            return f"model {source.name} is an ONNX file; it has no torch module"
-        return None
-
     def make(self, fmt: str, params: Params, ctx: MakeContext, out: Path) -> dict[str, Any]:
         if fmt == "onnx":
             import onnx
