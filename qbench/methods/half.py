@@ -24,8 +24,11 @@ class _HalfFloat(Method):
         return "simulated" if fmt == "onnx" else "native"
 
     def describe(self, fmt: str, params: Params) -> dict[str, Any]:
-        notes = (["ONNX Runtime CPU: fp16 weights are cast to float32 kernels (no fp16 compute)"]
-                 if fmt == "onnx" else [])  # fmt: skip
+        if fmt == "onnx":
+            notes = ["ONNX Runtime CPU: fp16 weights are cast to float32 kernels (no fp16 compute)"]
+        else:
+            notes = ["torch CPU half-precision kernels; without AVX512-FP16 or AMX they convert "
+                     "to float32 inside each kernel"]  # fmt: skip
         act = "float32" if fmt == "onnx" else self.name.replace("fp", "float")
         return {"bits_w": 16, "bits_a": 32 if fmt == "onnx" else 16, "act_dtype": act,
                 "weight_dtype": self.name.replace("fp", "float"), "weight_scheme": "float",
