@@ -172,7 +172,7 @@ def test_params_reject_unknown_keys_and_are_frozen() -> None:
     with pytest.raises(ValidationError):
         params.per_channel = False  # type: ignore[misc]
     rows = {r[0]: r for r in describe_params(params_cls)}
-    assert rows["calibrator"][1:3] == ("minmax|entropy|percentile", "'minmax'")
+    assert rows["calibrator"][1:3] == ("minmax|entropy|percentile|mse", "'minmax'")
     assert rows["per_channel"][1] == "bool"
 
 
@@ -195,7 +195,7 @@ def test_list_methods_shows_every_method_with_its_parameters() -> None:
         assert f"  {name} " in proc.stdout
         for pname, ptype, default, _ in describe_params(method.Params):
             assert f"{pname}: {ptype} = {default}" in proc.stdout
-    assert "calibrator: minmax|entropy|percentile = 'minmax'" in proc.stdout
+    assert "calibrator: minmax|entropy|percentile|mse = 'minmax'" in proc.stdout
     assert "backends:" not in proc.stdout
 
 

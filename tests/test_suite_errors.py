@@ -27,7 +27,7 @@ CASES = [
         GOOD_HEAD + "methods:\n  - name: static_int8\n    params:\n      calibrator: vibes\n",
         6,
         "methods[0].params.calibrator",
-        "'minmax', 'entropy' or 'percentile'",
+        "'minmax', 'entropy', 'percentile' or 'mse'",
     ),
     (
         GOOD_HEAD + "methods:\n  - name: static_int8\n    params: {bits: 4}\n",

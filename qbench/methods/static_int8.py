@@ -1,7 +1,9 @@
 """Post-training static int8: weights and activations in int8, scales from calibration.
 
 ONNX format: ONNX Runtime's `quantize_static` (QDQ by default: uint8 activations, int8
-per-channel symmetric weights — the U8S8 form that ORT fuses into VNNI kernels on x86).
+per-channel symmetric weights — the U8S8 form that ORT fuses into VNNI kernels on x86), with
+activation ranges from qbench.methods.calibration (min-max, percentile, entropy, mse) handed to
+it as a calibration cache; 16-bit activations (QDQ only) as an option.
 Torch format: torch.ao FX graph mode with the `x86` engine, min/max calibrated activations.
 """
 
@@ -13,7 +15,6 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import Field
 
 from qbench.methods.base import MakeContext, Method, packed_bytes, save_torch_artifact
@@ -23,15 +24,42 @@ from qbench.plugins import methods
 
 
 class StaticInt8Params(Params):
-    calibrator: Literal["minmax", "entropy", "percentile"] = Field(
-        default="minmax", description="how activation ranges are chosen from calibration data"
+    calibrator: Literal["minmax", "entropy", "percentile", "mse"] = Field(
+        default="minmax",
+        description="how activation ranges are chosen from calibration data: min-max; entropy "
+        "(TensorRT's KL divergence); percentile; mse (the clipping range with the least mean "
+        "squared quantization error of each tensor at the activation bit width). ONNX only, "
+        "except minmax",
     )
     percentile: float = Field(
-        default=99.999, gt=50, le=100, description="percentile kept, with calibrator=percentile"
+        default=99.999,
+        gt=50,
+        le=100,
+        description="percentile of activation magnitudes kept, with calibrator=percentile; "
+        "outliers are clipped only where they are fewer than (100 - percentile)% of the values",
+    )
+    histogram_bins: int = Field(
+        default=2048,
+        ge=256,
+        le=65536,
+        description="histogram bins of the percentile, entropy and mse calibrators",
+    )
+    entropy_quantized_bins: int = Field(
+        default=128,
+        ge=16,
+        description="entropy: quantized bins the histogram is compared with over [-t, t] "
+        "(TensorRT's 128); fewer than histogram_bins",
     )
     per_channel: bool = Field(default=True, description="one weight scale per output channel")
-    activations: Literal["uint8", "int8"] = Field(
-        default="uint8", description="activation type (uint8 is the fast U8S8 form on x86)"
+    activations: Literal["uint8", "int8", "uint16", "int16"] = Field(
+        default="uint8",
+        description="activation type (uint8 is the fast U8S8 form on x86; 16-bit types are QDQ "
+        "only and run as float kernels between Q/DQ pairs on ORT's CPU)",
+    )
+    activation_symmetric: bool = Field(
+        default=False,
+        description="ONNX: activation ranges symmetric around zero (ORT's ActivationSymmetric; "
+        "zero point 0 for int8/int16, 128 / 32768 for uint8 / uint16)",
     )
     quant_format: Literal["qdq", "qoperator"] = Field(
         default="qdq", description="ONNX: QuantizeLinear/DequantizeLinear pairs or QLinear ops"
@@ -43,17 +71,18 @@ class StaticInt8Params(Params):
     )
 
 
-class _CalibrationReader:
-    """Feeds calibration inputs to ORT one at a time (the CalibrationDataReader protocol)."""
-
-    def __init__(self, inputs: np.ndarray, input_name: str) -> None:
-        self._items = iter([{input_name: inputs[i : i + 1]} for i in range(len(inputs))])
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._items, None)
-
-    def rewind(self) -> None:  # pragma: no cover - ORT calls it only for some calibrators
-        pass
+# Settings only the ONNX path (ONNX Runtime's quantizer) knows; torch's x86 engine path takes
+# its defaults only.
+_ONNX_ONLY = (
+    "calibrator",
+    "histogram_bins",
+    "entropy_quantized_bins",
+    "activations",
+    "activation_symmetric",
+    "per_channel",
+    "reduce_range",
+    "quant_format",
+)
 
 
 def _torch_qconfig_mapping() -> Any:
@@ -77,7 +106,14 @@ class StaticInt8(Method):
     Params = StaticInt8Params
     produces = ("onnx", "torch")
     uses_calibration = True
-    version = 2  # 2: torch path calibrates activations with reduce_range=True
+    # 2: torch path calibrates activations with reduce_range=True. 3: ONNX ranges come from
+    # qbench's own calibration run (entropy with 2048 histogram bins, mse) through a cache.
+    version = 3
+
+    def execution(self, fmt: str, params: Params) -> str:
+        assert isinstance(params, StaticInt8Params)
+        # ORT's CPU has no 16-bit QLinear kernels: Conv/Gemm run in float between Q/DQ pairs.
+        return "simulated" if fmt == "onnx" and params.activations.endswith("16") else "native"
 
     def describe(self, fmt: str, params: Params) -> dict[str, Any]:
         assert isinstance(params, StaticInt8Params)
@@ -90,79 +126,108 @@ class StaticInt8(Method):
                 "symmetric_weights": True,
                 "act_dtype": "uint8",
                 "weight_dtype": "int8",
+                "weight_scheme": "uniform",
                 "notes": ["torch x86 engine: activations use a 7-bit range (reduce_range)"],
             }
-        return {
+        row: dict[str, Any] = {
             "bits_w": 7 if params.reduce_range else 8,
-            "bits_a": 8,
+            "bits_a": 16 if params.activations.endswith("16") else 8,
             "granularity": "per_channel" if params.per_channel else "per_tensor",
             "calibrator": params.calibrator,
             "symmetric_weights": True,
             "act_dtype": params.activations,
             "weight_dtype": "int8",
+            "weight_scheme": "uniform",
         }
+        if params.calibrator == "percentile":
+            row["percentile"] = params.percentile
+        if params.activations.endswith("16"):
+            row["notes"] = [
+                "16-bit activations: ORT's CPU runs float Conv/Gemm between 16-bit Q/DQ pairs"
+            ]
+        return row
 
     def unsupported(self, fmt: str, params: Params, source: Any) -> str | None:
         assert isinstance(params, StaticInt8Params)
         if fmt == "torch":
             if source.format != "torch":
                 return f"model {source.name} is an ONNX file; it has no torch module"
-            if params.calibrator != "minmax" or params.activations != "uint8":
+            defaults = StaticInt8Params()
+            changed = [k for k in _ONNX_ONLY if getattr(params, k) != getattr(defaults, k)]
+            if changed:
                 return (
-                    "torch x86 engine path supports calibrator=minmax with uint8 activations only"
+                    "torch x86 engine path supports calibrator=minmax with uint8 asymmetric "
+                    "activations, per-channel weights and QDQ only; it takes no "
+                    + ", ".join(changed)
+                    + " setting"
                 )
-            if not params.per_channel or params.reduce_range or params.quant_format != "qdq":
-                return (
-                    "torch x86 engine path takes no per_channel, reduce_range or "
-                    "quant_format settings (per-channel weights, 7-bit activation range)"
-                )
+            return None
+        if params.activations.endswith("16") and params.quant_format != "qdq":
+            return "ONNX Runtime quantizes 16-bit activations in QDQ format only"
+        if params.entropy_quantized_bins >= params.histogram_bins:
+            return "entropy_quantized_bins must be fewer than histogram_bins"
         return None
 
     def make(self, fmt: str, params: Params, ctx: MakeContext, out: Path) -> dict[str, Any]:
         assert isinstance(params, StaticInt8Params) and ctx.calib is not None
+        meta: dict[str, Any] = {}
         if fmt == "onnx":
-            self._make_onnx(params, ctx, out)
+            meta["artifact_notes"] = self._make_onnx(params, ctx, out)
         else:
             self._make_torch(params, ctx, out)
         per_channel = params.per_channel or fmt == "torch"
-        return {"packed_bytes": packed_bytes(ctx, int8_weight_bits(8, per_channel))}
+        meta["packed_bytes"] = packed_bytes(ctx, int8_weight_bits(8, per_channel))
+        return meta
 
-    def _make_onnx(self, params: StaticInt8Params, ctx: MakeContext, out: Path) -> None:
-        from onnxruntime.quantization import (
-            CalibrationMethod,
-            QuantFormat,
-            QuantType,
-            quantize_static,
+    def _make_onnx(self, params: StaticInt8Params, ctx: MakeContext, out: Path) -> list[str]:
+        """Calibrate (qbench.methods.calibration), then quantize_static with those ranges."""
+        import tempfile
+
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+        from qbench.methods.calibration import (
+            QUANT_TYPES,
+            CalibrationSettings,
+            calibrate,
+            write_cache,
         )
-
         from qbench.methods.export import INPUT_NAME
 
-        calibrators = {
-            "minmax": CalibrationMethod.MinMax,
-            "entropy": CalibrationMethod.Entropy,
-            "percentile": CalibrationMethod.Percentile,
-        }
-        extra: dict[str, Any] = {}
-        if params.calibrator == "percentile":
-            extra["CalibPercentile"] = params.percentile
+        settings = CalibrationSettings(
+            calibrator=params.calibrator,
+            percentile=params.percentile,
+            histogram_bins=params.histogram_bins,
+            entropy_quantized_bins=params.entropy_quantized_bins,
+            activations=params.activations,
+            symmetric=params.activation_symmetric,
+        )
+        model = ctx.fp32_onnx()
+        result = calibrate(model, ctx.calib, INPUT_NAME, settings)
         logging.getLogger("root").setLevel(logging.ERROR)
-        with contextlib.redirect_stdout(io.StringIO()):
+        with (
+            tempfile.TemporaryDirectory(prefix="qbench-static-") as tmp,
+            contextlib.redirect_stdout(io.StringIO()),
+        ):
+            cache = Path(tmp) / "calibration.json"
+            write_cache(result.ranges, cache)
             quantize_static(
-                str(ctx.fp32_onnx()),
+                str(model),
                 str(out),
-                _CalibrationReader(ctx.calib, INPUT_NAME),
+                None,
                 quant_format=QuantFormat.QDQ
                 if params.quant_format == "qdq"
                 else QuantFormat.QOperator,
                 per_channel=params.per_channel,
-                activation_type=QuantType.QUInt8
-                if params.activations == "uint8"
-                else QuantType.QInt8,
+                activation_type=QUANT_TYPES[params.activations],
                 weight_type=QuantType.QInt8,
                 reduce_range=params.reduce_range,
-                calibrate_method=calibrators[params.calibrator],
-                extra_options=extra,
+                calibrate_method=settings.cache_method,
+                extra_options={"ActivationSymmetric": params.activation_symmetric},
+                calibration_cache_path=cache,
             )
+        if params.calibrator == "minmax":
+            return []
+        return [f"{params.calibrator} calibration: {result.summary()}"]
 
     def _make_torch(self, params: StaticInt8Params, ctx: MakeContext, out: Path) -> None:
         import torch
