@@ -33,6 +33,7 @@ from qbench.methods.calibration import (
 from qbench.methods.export import INPUT_NAME, fp32_onnx
 from qbench.plugins import load_all
 from qbench.store.schema import RESULT_COLUMN_NAMES
+from tests.test_methods import onnx_context
 
 FAM = load_all()
 STATIC = FAM.methods.get("static_int8")()
@@ -170,21 +171,6 @@ def digits() -> dict[str, np.ndarray]:
     long_tail = calib.copy()
     long_tail[:2] *= 12  # two inputs far brighter than the rest: a long tail in every tensor
     return {"calib": calib, "long_tail": long_tail, "eval": eval_x}
-
-
-def onnx_context(path: Path, calib: np.ndarray) -> MakeContext:
-    source = FAM.models.get("onnx_file")()
-    params = source.Params(path=str(path), dataset="digits")
-    loaded = source.load(params)
-    return MakeContext(
-        model_name="onnx_file",
-        source=source,
-        model_params=params,
-        model=loaded,
-        input_shape=(1, 8, 8),
-        calib=calib,
-        fp32_onnx=lambda: fp32_onnx(loaded.sha256, None, (1, 8, 8), loaded.onnx_path),
-    )
 
 
 @pytest.fixture(scope="module")
