@@ -110,7 +110,9 @@ def _resolve_members(
 def non_default(typed: Any) -> dict[str, Any]:
     """Parameters that differ from their defaults: what names a cell."""
     defaults = {
-        k: f.get_default() for k, f in type(typed).model_fields.items() if not f.is_required()
+        k: f.get_default(call_default_factory=True)
+        for k, f in type(typed).model_fields.items()
+        if not f.is_required()
     }
     return {k: v for k, v in typed.model_dump().items() if k not in defaults or defaults[k] != v}
 

@@ -42,7 +42,7 @@ def _check_bits(value: int) -> int:
 
 class MixedParams(Params):
     layers: dict[str, int] = Field(
-        default={},  # not a factory: plan.non_default compares get_default() with the value
+        default_factory=dict,
         description="fnmatch pattern over Conv/Linear layer names -> bits (2-8, 32: float); "
         "exact names win, then the longest pattern; with auto, matched layers are pinned",
     )
