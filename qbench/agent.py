@@ -105,7 +105,7 @@ def prepare(cell: Cell) -> dict[str, Any]:
     method = fam.methods.get(cell.method)()
     params = method.Params(**cell.method_params)
     calib, calib_sha = None, None
-    if method.uses_calibration:
+    if method.needs_calibration(params):
         c = cell.calibration
         calib_path, _ = _inputs(dataset_name, "calib", c["samples"], c["seed"],
                                 c["outlier_fraction"], c["outlier_scale"])  # fmt: skip

@@ -211,7 +211,8 @@ def build_plan(suite: Suite, source: SuiteSource, families: Families | None = No
         ):
             plan.excluded += 1
             continue
-        fractions = suite.calibration.outlier_fraction if qm.uses_calibration else [0.0]
+        calibrated = qm.needs_calibration(qtyped)
+        fractions = suite.calibration.outlier_fraction if calibrated else [0.0]
         for fraction in fractions:
             cell_id = _cell_id(model_label, method_label, non_default(qtyped), bref.name,
                                non_default(btyped), device.name, batch, threads,

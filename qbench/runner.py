@@ -50,7 +50,7 @@ def base_row(cell: Cell) -> dict[str, Any]:
         "threads": cell.threads,
         "artifact_format": cell.artifact_format,
         "calib_outlier_fraction": cell.calibration["outlier_fraction"]
-        if method.uses_calibration
+        if method.needs_calibration(typed)
         else None,
         **method.describe(fmt, typed),
     }

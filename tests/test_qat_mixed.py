@@ -251,9 +251,21 @@ def test_mixed_auto_meets_its_budget_and_raises_more_layers_for_stricter_ones(
         assert meta["artifact_notes"][0].startswith("auto: ")
         assert f"reached the {budget:g} dB budget" in meta["artifact_notes"][0]
         raised.append(sum(b == 8 for b in assignment.values()))
+        # The fewest: without the last layer raised (in sensitivity order) the budget is missed.
+        ranked = meta["artifact_notes"][1].split(": ")[1].split(", ")
+        order = [item.split(" ")[0] for item in ranked]
+        assert all(assignment[n] == 8 for n in order[: raised[-1]])
+        fewer = {**assignment, order[raised[-1] - 1]: 4}
+        _, session = make_torch(MIXED, ctx, tmp_path / f"fewer{budget}.pt", layers=fewer)
+        assert sqnr_db(reference, session.predict(digits["calib"])) < budget
     assert 0 < raised[0] < raised[1]
     # Pinned layers keep their bits; the search covers the rest.
     meta, _ = make_torch(MIXED, ctx, tmp_path / "pinned.pt", auto=True,
                          layers={"features.0": 32}, sqnr_budget_db=25.0)  # fmt: skip
     assert json.loads(meta["layer_bits_json"])["features.0"] == 32
     assert "of 4 searched layers" in meta["artifact_notes"][0]
+
+
+def test_only_auto_mixed_reads_calibration_inputs() -> None:
+    assert not MIXED.needs_calibration(MIXED.Params(layers={"features.*": 4}))
+    assert MIXED.needs_calibration(MIXED.Params(auto=True))

@@ -106,7 +106,87 @@ def test_parameters_round_trip_into_rows(tmp_path: Path) -> None:
     )
     assert uniform["execution"] == "simulated" and uniform["weight_scheme"] == "uniform"
     assert json.loads(uniform["method_params_json"]) == {
-        "bits": 3, "granularity": "per_group", "group_size": 16, "symmetric": True}  # fmt: skip
+        "bits": 3, "granularity": "per_group", "group_size": 16, "symmetric": True,
+        "activation_bits": None}  # fmt: skip
     assert (rows["kmeans"]["clusters"], rows["kmeans"]["granularity"]) == (4, "per_channel")
     assert (rows["product"]["clusters"], rows["product"]["subvector_size"]) == (64, 8)
     assert rows["product"]["bits_w"] is None
+
+
+def test_uniform_activation_bits_match_torch_observers_and_fake_quantize(
+    ctx: MakeContext, tmp_path: Path
+) -> None:
+    """activation_bits: each layer's input range is what torch.ao's MinMaxObserver sees, and the
+    artifact computes torch.fake_quantize_per_tensor_affine of every layer input."""
+    from torch.ao.quantization.observer import MinMaxObserver
+
+    method = FAM.methods.get("uniform")()
+    assert not method.needs_calibration(method.Params(bits=4))
+    assert method.needs_calibration(method.Params(bits=4, activation_bits=6))
+    calib = np.random.default_rng(1).random((48, 1, 8, 8), dtype=np.float32)
+    actx = MakeContext(**{**ctx.__dict__, "calib": calib})
+    bits_a = 6
+    typed = method.Params(bits=8, activation_bits=bits_a)
+    out = tmp_path / "uniform-acts.pt"
+    meta = method.make("torch", typed, actx, out)
+    assert "fake-quantized to uint6" in meta["artifact_notes"][0]
+    session = TorchEagerBackend().open(out, "torch", 1, TorchParams())
+    row = method.describe("torch", typed)
+    assert row["bits_a"] == bits_a and row["bits_w"] == 8
+
+    # Independent reference: weight-quantized module, torch observers on each layer input.
+    reference, _ = method.quantize_module(ctx.model.module, method.Params(bits=8))
+    observers = {}
+    handles = []
+    for name, layer in weight_layers(reference):
+        obs = MinMaxObserver(dtype=torch.quint8, quant_min=0, quant_max=2**bits_a - 1)
+        observers[name] = obs
+        handles.append(layer.register_forward_pre_hook(lambda _, a, o=obs: (o(a[0]), None)[1]))
+    with torch.no_grad():
+        reference(torch.from_numpy(calib))
+    for handle in handles:
+        handle.remove()
+    qparams = {name: obs.calculate_qparams() for name, obs in observers.items()}
+    for name, layer in weight_layers(session.module):
+        scale, zero_point = qparams[name]
+        assert float(layer.input_quant.scale) == pytest.approx(float(scale), rel=1e-6)
+        assert float(layer.input_quant.zero_point) == int(zero_point)
+        layer_ref = dict(weight_layers(reference))[name]
+        layer_ref.register_forward_pre_hook(
+            lambda _, a, s=float(scale), z=int(zero_point): (
+                torch.fake_quantize_per_tensor_affine(a[0], s, z, 0, 2**bits_a - 1),
+            )
+        )
+    x = np.random.default_rng(2).random((8, 1, 8, 8), dtype=np.float32)
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(session.predict(x), expected, rtol=1e-5, atol=1e-5)
+    # Fewer activation bits, further from the weight-only output.
+    from qbench.measure.fidelity import sqnr_db
+
+    weight_only = make(ctx, tmp_path, "uniform", bits=8)[2].predict(x)
+    errors = []
+    for bits in (8, 3):
+        m = method.make("torch", method.Params(bits=8, activation_bits=bits), actx,
+                        tmp_path / f"a{bits}.pt")  # fmt: skip
+        assert m["packed_bytes"] == meta["packed_bytes"]  # activations add no stored bytes
+        s = TorchEagerBackend().open(tmp_path / f"a{bits}.pt", "torch", 1, TorchParams())
+        errors.append(sqnr_db(weight_only, s.predict(x)))
+    assert errors[0] > errors[1] + 6
+
+
+def test_uniform_activation_bits_export_to_onnx_as_the_torch_artifact(
+    ctx: MakeContext, tmp_path: Path
+) -> None:
+    from qbench.backends.onnxruntime import OrtParams, OrtSession
+
+    method = FAM.methods.get("uniform")()
+    calib = np.random.default_rng(1).random((32, 1, 8, 8), dtype=np.float32)
+    actx = MakeContext(**{**ctx.__dict__, "calib": calib})
+    typed = method.Params(bits=4, activation_bits=4)
+    method.make("torch", typed, actx, tmp_path / "a.pt")
+    method.make("onnx", typed, actx, tmp_path / "a.onnx")
+    torch_out = TorchEagerBackend().open(tmp_path / "a.pt", "torch", 1, TorchParams())
+    ort_out = OrtSession(tmp_path / "a.onnx", 1, OrtParams())
+    x = np.random.default_rng(3).random((8, 1, 8, 8), dtype=np.float32)
+    np.testing.assert_allclose(ort_out.predict(x), torch_out.predict(x), rtol=1e-4, atol=1e-4)

@@ -210,3 +210,50 @@ def bake_weight_quant(module: nn.Module) -> None:
     for _, layer in list(weight_layers(module)):
         if parametrize.is_parametrized(layer, "weight"):
             parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
+
+
+def input_ranges(module: nn.Module, calib: Any, batch: int = 32) -> dict[str, tuple[float, float]]:
+    """(min, max) of every Conv/Linear layer's input over the calibration inputs `calib`
+    (NCHW float32): the ranges a min-max observer of post-training quantization sees."""
+    ranges: dict[str, tuple[float, float]] = {}
+
+    def record(name: str) -> Any:
+        def hook(_: nn.Module, args: tuple[Any, ...]) -> None:
+            low, high = float(args[0].min()), float(args[0].max())
+            old = ranges.get(name, (low, high))
+            ranges[name] = (min(old[0], low), max(old[1], high))
+
+        return hook
+
+    handles = [layer.register_forward_pre_hook(record(name))
+               for name, layer in weight_layers(module)]  # fmt: skip
+    try:
+        inputs = torch.as_tensor(calib, dtype=torch.float32)
+        with torch.inference_mode():
+            for start in range(0, len(inputs), batch):
+                module(inputs[start : start + batch])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return ranges
+
+
+def add_calibrated_activation_quant(module: nn.Module, bits: int, calib: Any) -> list[str]:
+    """Post-training activation quantization (in place): every Conv/Linear input gets a
+    FrozenActivationQuant whose range is its min-max on `calib` (widened to hold 0, so the
+    zero point is an exact integer code, as ActivationFakeQuant does). Returns the names of
+    layers the calibration never reached (left float: none in a feed-forward CNN)."""
+    ranges = input_ranges(module, calib)
+    add_activation_quant(module, bits, frozen=True)
+    unreached = []
+    for name, layer in weight_layers(module):
+        quant = getattr(layer, INPUT_QUANT)
+        if name not in ranges:
+            unreached.append(name)
+            continue
+        low, high = min(ranges[name][0], 0.0), max(ranges[name][1], 0.0)
+        scale = max((high - low) / quant.qmax, 1e-8)
+        with torch.no_grad():
+            quant.scale.fill_(scale)
+            quant.zero_point.fill_(min(max(round(-low / scale), 0), quant.qmax))
+    return unreached

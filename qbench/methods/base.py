@@ -30,9 +30,14 @@ class Method:
     description: ClassVar[str]
     Params: ClassVar[type[Params]] = NoParams
     produces: ClassVar[tuple[str, ...]]  # artifact formats this method can build
-    uses_calibration: ClassVar[bool] = False
+    uses_calibration: ClassVar[bool] = False  # see needs_calibration
     # Part of every artifact's cache key: bump it when the artifact changes for the same inputs.
     version: ClassVar[int] = 1
+
+    def needs_calibration(self, params: Params) -> bool:
+        """Whether building with these params reads calibration inputs (the suite's
+        calibration section then applies, and cells expand per outlier fraction)."""
+        return self.uses_calibration
 
     def execution(self, fmt: str, params: Params) -> str:
         """'native' when the runtime runs integer/fp16 kernels, 'simulated' when float ones."""

@@ -3,6 +3,9 @@
 Each layer weight is quantized by a hand-written quantizer (qbench.quant) and dequantized back
 to float32, so float kernels compute exactly what integer/codebook kernels would, but at float
 speed: rows say `execution=simulated`, and their size is the theoretical `packed_bytes`.
+A method whose params ask for activation bits also fake-quantizes each Conv/Linear layer's
+input (per tensor, affine, min-max range on the calibration inputs): the module then holds a
+frozen quantizer per layer, which `rebuild_torch` recreates and ONNX export keeps as arithmetic.
 """
 
 from __future__ import annotations
@@ -30,15 +33,23 @@ class SimulatedWeightMethod(Method):
         """Nominal bits per weight for the row (None where it varies per layer)."""
         return getattr(params, "bits", None)
 
+    def activation_bits(self, params: Params) -> int | None:
+        """Bits of each layer's (fake-quantized) input; None keeps activations float."""
+        return None
+
+    def needs_calibration(self, params: Params) -> bool:
+        return self.uses_calibration or self.activation_bits(params) is not None
+
     def quantize(self, name: str, weight: np.ndarray, params: Params) -> Any:
         """A qbench.quant.QuantizedTensor for one layer's weight (None: keep it float)."""
         raise NotImplementedError
 
     def describe(self, fmt: str, params: Params) -> dict[str, Any]:
+        bits_a = self.activation_bits(params)
         return {
             "bits_w": self.weight_bits(params),
-            "bits_a": 32,
-            "act_dtype": "float32",
+            "bits_a": bits_a or 32,
+            "act_dtype": "float32" if bits_a is None else f"float32 (fake-quantized uint{bits_a})",
             "weight_dtype": "float32 (dequantized)",
             "weight_scheme": self.weight_scheme,
             **self.row_params(params),
@@ -71,6 +82,19 @@ class SimulatedWeightMethod(Method):
 
     def make(self, fmt: str, params: Params, ctx: MakeContext, out: Path) -> dict[str, Any]:
         module, packed = self.quantize_module(ctx.model.module, params)
+        notes: list[str] = []
+        bits_a = self.activation_bits(params)
+        if bits_a is not None:
+            from qbench.methods._fake_quant import add_calibrated_activation_quant
+
+            if ctx.calib is None or len(ctx.calib) == 0:
+                raise ValueError(f"{self.name}: activation_bits needs calibration inputs")
+            unreached = add_calibrated_activation_quant(module, bits_a, ctx.calib)
+            note = (f"activations: each Conv/Linear input fake-quantized to uint{bits_a}, "
+                    f"min-max range on {len(ctx.calib)} calibration inputs")  # fmt: skip
+            if unreached:
+                note += f"; never reached (left unquantized): {', '.join(unreached)}"
+            notes.append(note)
         if fmt == "torch":
             save_torch_artifact(out, ctx, self.name, params, module.state_dict())
         else:
@@ -82,7 +106,17 @@ class SimulatedWeightMethod(Method):
         }
         if self.weight_bits(params) is None:
             meta["layer_bits_json"] = json.dumps(self.layer_bits(module, packed), sort_keys=True)
+        if notes:
+            meta["artifact_notes"] = notes
         return meta
+
+    def rebuild_torch(self, module: Any, example: Any, params: Params) -> Any:
+        bits_a = self.activation_bits(params)
+        if bits_a is not None:
+            from qbench.methods._fake_quant import add_activation_quant
+
+            add_activation_quant(module, bits_a, frozen=True)
+        return module
 
     def layer_bits(self, module: Any, packed: dict[str, int]) -> dict[str, float]:
         """Effective bits per weight of each layer (float layers: 32)."""

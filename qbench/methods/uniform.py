@@ -1,4 +1,5 @@
-"""Uniform round-to-nearest weight quantization at 2–8 bits (simulated)."""
+"""Uniform round-to-nearest weight quantization at 2–8 bits, optionally with activations at
+2–16 bits (simulated)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,14 @@ class UniformParams(Params):
     )
     group_size: int = Field(default=64, ge=1, description="weights per scale, with per_group")
     symmetric: bool = Field(default=True, description="scale only (True) or scale + zero point")
+    activation_bits: int | None = Field(
+        default=None,
+        ge=2,
+        le=16,
+        description="also quantize each Conv/Linear layer's input to this many bits (per "
+        "tensor, affine: unsigned codes and an integer zero point, min-max range on the "
+        "suite's calibration inputs); None keeps activations float",
+    )
 
 
 @methods.register
@@ -27,6 +36,10 @@ class Uniform(SimulatedWeightMethod):
     description = "uniform round-to-nearest weights at 2-8 bits, per tensor/channel/group"
     Params = UniformParams
     weight_scheme = "uniform"
+
+    def activation_bits(self, params: Params) -> int | None:
+        assert isinstance(params, UniformParams)
+        return params.activation_bits
 
     def row_params(self, params: Params) -> dict[str, Any]:
         assert isinstance(params, UniformParams)
