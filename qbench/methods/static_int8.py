@@ -3,7 +3,10 @@
 ONNX format: ONNX Runtime's `quantize_static` (QDQ by default: uint8 activations, int8
 per-channel symmetric weights — the U8S8 form that ORT fuses into VNNI kernels on x86), with
 activation ranges from qbench.methods.calibration (min-max, percentile, entropy, mse) handed to
-it as a calibration cache; 16-bit activations (QDQ only) as an option.
+it as a calibration cache; 16-bit activations (QDQ only) as an option. Weight scales per tensor,
+per output channel, or per group of `group_size` weights of an output channel: ORT's QDQ model
+rewritten with opset-21 blocked DequantizeLinear (qbench.methods._blocked_qdq), which ORT runs
+as float Conv/Gemm on dequantized weights (it has no blocked int8 kernel), hence "simulated".
 Torch format: torch.ao FX graph mode with the `x86` engine, min/max calibrated activations.
 """
 
@@ -17,6 +20,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from qbench.methods._blocked_qdq import grouped_int8_weight_bits
 from qbench.methods.base import MakeContext, Method, packed_bytes, save_torch_artifact
 from qbench.methods.packing import int8_weight_bits
 from qbench.params import Params
@@ -50,7 +54,20 @@ class StaticInt8Params(Params):
         description="entropy: quantized bins the histogram is compared with over [-t, t] "
         "(TensorRT's 128); fewer than histogram_bins",
     )
-    per_channel: bool = Field(default=True, description="one weight scale per output channel")
+    per_channel: bool = Field(
+        default=True,
+        description="one weight scale per output channel (False: one per tensor); with "
+        "group_size, groups lie within output channels and per_channel must stay True",
+    )
+    group_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="ONNX QDQ: one symmetric int8 weight scale per group of this many "
+        "consecutive weights of an output channel (its input channels × kernel positions, "
+        "flattened; the last group may be shorter), as opset-21 blocked DequantizeLinear. "
+        "ORT has no blocked int8 Conv/Gemm kernel: weights are dequantized to float, "
+        "activations keep their Q/DQ (execution 'simulated'). None: per_channel decides",
+    )
     activations: Literal["uint8", "int8", "uint16", "int16"] = Field(
         default="uint8",
         description="activation type (uint8 is the fast U8S8 form on x86; 16-bit types are QDQ "
@@ -80,6 +97,7 @@ _ONNX_ONLY = (
     "activations",
     "activation_symmetric",
     "per_channel",
+    "group_size",
     "reduce_range",
     "quant_format",
 )
@@ -112,8 +130,11 @@ class StaticInt8(Method):
 
     def execution(self, fmt: str, params: Params) -> str:
         assert isinstance(params, StaticInt8Params)
-        # ORT's CPU has no 16-bit QLinear kernels: Conv/Gemm run in float between Q/DQ pairs.
-        return "simulated" if fmt == "onnx" and params.activations.endswith("16") else "native"
+        # ORT's CPU has no 16-bit QLinear kernels and no blocked (per-group) int8 Conv/Gemm:
+        # both run float Conv/Gemm between Q/DQ pairs.
+        if fmt == "onnx" and (params.activations.endswith("16") or params.group_size):
+            return "simulated"
+        return "native"
 
     def describe(self, fmt: str, params: Params) -> dict[str, Any]:
         assert isinstance(params, StaticInt8Params)
@@ -141,10 +162,20 @@ class StaticInt8(Method):
         }
         if params.calibrator == "percentile":
             row["percentile"] = params.percentile
+        notes = []
+        if params.group_size:
+            row["granularity"] = "per_group"
+            row["group_size"] = params.group_size
+            notes.append(
+                "per-group weight scales: ORT has no blocked int8 Conv/Gemm kernel; weights are "
+                "dequantized to float (at every run), activations keep their Q/DQ"
+            )
         if params.activations.endswith("16"):
-            row["notes"] = [
+            notes.append(
                 "16-bit activations: ORT's CPU runs float Conv/Gemm between 16-bit Q/DQ pairs"
-            ]
+            )
+        if notes:
+            row["notes"] = notes
         return row
 
     def unsupported(self, fmt: str, params: Params, source: Any) -> str | None:
@@ -157,11 +188,22 @@ class StaticInt8(Method):
             if changed:
                 return (
                     "torch x86 engine path supports calibrator=minmax with uint8 asymmetric "
-                    "activations, per-channel weights and QDQ only; it takes no "
+                    "activations, per-channel (not per-group) weights and QDQ only; it takes no "
                     + ", ".join(changed)
                     + " setting"
                 )
             return None
+        if params.group_size and params.quant_format != "qdq":
+            return (
+                "per-group weight scales (group_size) need QDQ format: they are opset-21 "
+                "blocked DequantizeLinear nodes, and QOperator's QLinearConv/QGemm take one "
+                "weight scale per tensor or output channel only"
+            )
+        if params.group_size and not params.per_channel:
+            return (
+                "group_size splits each output channel's weights into groups; it needs "
+                "per_channel=True (per_channel=False asks for one weight scale per tensor)"
+            )
         if params.activations.endswith("16") and params.quant_format != "qdq":
             return "ONNX Runtime quantizes 16-bit activations in QDQ format only"
         if params.entropy_quantized_bins >= params.histogram_bins:
@@ -176,7 +218,11 @@ class StaticInt8(Method):
         else:
             self._make_torch(params, ctx, out)
         per_channel = params.per_channel or fmt == "torch"
-        meta["packed_bytes"] = packed_bytes(ctx, int8_weight_bits(8, per_channel))
+        if fmt == "onnx" and params.group_size:
+            weight_bits = grouped_int8_weight_bits(8, params.group_size)
+        else:
+            weight_bits = int8_weight_bits(8, per_channel)
+        meta["packed_bytes"] = packed_bytes(ctx, weight_bits)
         return meta
 
     def _make_onnx(self, params: StaticInt8Params, ctx: MakeContext, out: Path) -> list[str]:
@@ -204,15 +250,18 @@ class StaticInt8(Method):
         model = ctx.fp32_onnx()
         result = calibrate(model, ctx.calib, INPUT_NAME, settings)
         logging.getLogger("root").setLevel(logging.ERROR)
+        notes = []
         with (
             tempfile.TemporaryDirectory(prefix="qbench-static-") as tmp,
             contextlib.redirect_stdout(io.StringIO()),
         ):
             cache = Path(tmp) / "calibration.json"
             write_cache(result.ranges, cache)
+            # With group_size ORT writes per-channel weights first; they are re-blocked below.
+            qdq = Path(tmp) / "qdq.onnx" if params.group_size else out
             quantize_static(
                 str(model),
-                str(out),
+                str(qdq),
                 None,
                 quant_format=QuantFormat.QDQ
                 if params.quant_format == "qdq"
@@ -225,9 +274,26 @@ class StaticInt8(Method):
                 extra_options={"ActivationSymmetric": params.activation_symmetric},
                 calibration_cache_path=cache,
             )
-        if params.calibrator == "minmax":
-            return []
-        return [f"{params.calibrator} calibration: {result.summary()}"]
+            if params.group_size:
+                notes.append(self._block(params, qdq, model, out))
+        if params.calibrator != "minmax":
+            notes.insert(0, f"{params.calibrator} calibration: {result.summary()}")
+        return notes
+
+    @staticmethod
+    def _block(params: StaticInt8Params, qdq: Path, fp32: Path, out: Path) -> str:
+        """ORT's per-channel QDQ model `qdq` with blocked int8 weights, written to `out`."""
+        from qbench.methods._blocked_qdq import block_weights
+
+        assert params.group_size is not None
+        summary = block_weights(qdq, fp32, out, params.group_size, params.reduce_range)
+        note = (
+            f"per-group weights: {len(summary['blocked'])} Conv/Gemm/MatMul weights in groups "
+            f"of {params.group_size} (opset-{summary['opset']} blocked DequantizeLinear)"
+        )
+        if summary["kept"]:
+            note += "; left as ORT quantized them: " + ", ".join(summary["kept"])
+        return note
 
     def _make_torch(self, params: StaticInt8Params, ctx: MakeContext, out: Path) -> None:
         import torch
