@@ -164,8 +164,8 @@ def _member_facts(family: str, member: Any) -> str:
     if family == "methods":
         return f"produces: {', '.join(member.produces)}"
     if family == "backends":
-        missing = member().missing_packages()
-        state = f"; NOT INSTALLED: {', '.join(missing)}" if missing else ""
+        why = member().unavailable()
+        state = f"; UNAVAILABLE: {why}" if why else ""
         return f"loads: {', '.join(member.loads)}{state}"
     if family == "models":
         return f"format: {member.format}; dataset: {member.dataset}"

@@ -149,9 +149,9 @@ def _skip_reason(
             f"device {device.name} has no backend {backend_name} "
             f"(it has: {', '.join(device.backends)})"
         )
-    missing = backend.missing_packages()
-    if missing:
-        return f"backend {backend_name} needs Python package(s) {', '.join(missing)}, not installed"
+    why = backend.unavailable()
+    if why:
+        return f"backend {backend_name} {why}"
     formats = [f for f in method.produces if f in backend.loads]
     if not formats:
         return (

@@ -212,7 +212,7 @@ def test_qbench_plugins_env_adds_members() -> None:
     proc = run_qbench("list", "backends", plugins="tests.plugins.faulty")
     assert proc.returncode == 0, proc.stderr
     assert "  faulty " in proc.stdout and "onnxruntime" in proc.stdout
-    assert "NOT INSTALLED: qbench_no_such_package_xyz" in proc.stdout
+    assert "UNAVAILABLE: needs Python package(s) qbench_no_such_package_xyz" in proc.stdout
 
 
 def test_cli_help_imports_no_heavy_library() -> None:

@@ -37,6 +37,15 @@ class Backend:
     def missing_packages(self) -> list[str]:
         return [m for m in self.requires if find_spec(m) is None]
 
+    def unavailable(self) -> str | None:
+        """Why this backend cannot run on this host (a missing package, library or device),
+        or None. Called while planning, so it must be cheap; cells get it as their skip
+        reason."""
+        missing = self.missing_packages()
+        if missing:
+            return f"needs Python package(s) {', '.join(missing)}, not installed"
+        return None
+
     def version(self) -> str:
         raise NotImplementedError
 
