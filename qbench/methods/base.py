@@ -23,6 +23,8 @@ class MakeContext:
     input_shape: tuple[int, ...]  # one sample, CHW
     calib: np.ndarray | None  # calibration inputs (NCHW float32)
     fp32_onnx: Any  # callable () -> Path: the cached fp32 ONNX export of this model
+    # callable () -> Path: the cached fp32 LiteRT (.tflite) conversion (torch-format models)
+    fp32_tflite: Any = None
 
 
 class Method:
@@ -52,6 +54,11 @@ class Method:
         Subclasses that add reasons call this first."""
         if fmt == "torch" and source.format != "torch":
             return f"model {source.name} is an ONNX file; it has no torch module"
+        if fmt == "tflite" and source.format != "torch":
+            return (
+                f"model {source.name} is an ONNX file; LiteRT artifacts are converted from "
+                "torch modules"
+            )
         return None
 
     def make(self, fmt: str, params: Params, ctx: MakeContext, out: Path) -> dict[str, Any]:
@@ -63,6 +70,16 @@ class Method:
         """Turn a freshly built fp32 module into this method's structure so a saved state dict
         of format 'torch' loads into it. fp32 methods return the module unchanged."""
         return module
+
+
+def fp32_tflite(ctx: MakeContext) -> Path:
+    """The cached fp32 .tflite of the context's model (ctx.fp32_tflite must be set)."""
+    if ctx.fp32_tflite is None:
+        raise ValueError(
+            f"model {ctx.model_name}: this context has no fp32 LiteRT conversion "
+            "(MakeContext.fp32_tflite is unset)"
+        )
+    return Path(ctx.fp32_tflite())
 
 
 def packed_bytes(ctx: MakeContext, weight_bits: Any) -> int:

@@ -3,7 +3,10 @@ quantized at run time from their observed range. No calibration data.
 
 ONNX: ONNX Runtime's `quantize_dynamic` (ConvInteger / MatMulInteger). Torch:
 `torch.ao.quantization.quantize_dynamic`, which only covers Linear layers: convolutions stay
-float32, and the quantized_nodes/compute_nodes columns show it.
+float32, and the quantized_nodes/compute_nodes columns show it. LiteRT (tflite):
+ai-edge-quantizer's dynamic_wi8_afp32 recipe (int8 symmetric per-channel weights of every
+CONV_2D/DEPTHWISE_CONV_2D/FULLY_CONNECTED) on the fp32 conversion; LiteRT's hybrid kernels
+quantize the float32 activations to int8 at run time.
 """
 
 from __future__ import annotations
@@ -16,7 +19,13 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from qbench.methods.base import MakeContext, Method, packed_bytes, save_torch_artifact
+from qbench.methods.base import (
+    MakeContext,
+    Method,
+    fp32_tflite,
+    packed_bytes,
+    save_torch_artifact,
+)
 from qbench.methods.packing import int8_weight_bits
 from qbench.params import Params
 from qbench.plugins import methods
@@ -34,10 +43,16 @@ class DynamicInt8(Method):
     name = "dynamic_int8"
     description = "dynamic-range int8: int8 weights, activations quantized at run time"
     Params = DynamicInt8Params
-    produces = ("onnx", "torch")
+    produces = ("onnx", "torch", "tflite")
 
     def describe(self, fmt: str, params: Params) -> dict[str, Any]:
         assert isinstance(params, DynamicInt8Params)
+        if fmt == "tflite":
+            return {"bits_w": 8, "bits_a": 8, "calibrator": "dynamic",
+                    "granularity": "per_channel", "symmetric_weights": True,
+                    "act_dtype": "int8", "weight_dtype": "int8", "weight_scheme": "uniform",
+                    "notes": ["LiteRT hybrid kernels: float32 activations quantized to int8 at "
+                              "run time"]}  # fmt: skip
         per_channel = params.per_channel and fmt == "onnx"
         return {"bits_w": 8, "bits_a": 8, "calibrator": "dynamic",
                 "granularity": "per_channel" if per_channel else "per_tensor",
@@ -54,6 +69,13 @@ class DynamicInt8(Method):
             and (params.weight_type != "uint8" or params.per_channel)
         ):
             return "torch's quantize_dynamic takes no weight_type/per_channel (int8 per tensor)"
+        if (
+            reason is None
+            and fmt == "tflite"
+            and (params.weight_type != "uint8" or params.per_channel)
+        ):
+            return ("LiteRT's dynamic-range recipe takes no weight_type/per_channel (int8 "
+                    "symmetric per-channel weights)")  # fmt: skip
         return reason
 
     def make(self, fmt: str, params: Params, ctx: MakeContext, out: Path) -> dict[str, Any]:
@@ -69,6 +91,13 @@ class DynamicInt8(Method):
                     else QuantType.QInt8,
                 )  # fmt: skip
             return {"packed_bytes": packed_bytes(ctx, int8_weight_bits(8, params.per_channel))}
+        if fmt == "tflite":
+            from qbench.methods._litert_quant import aeq_version, dynamic_range, weight_bits
+
+            dynamic_range(fp32_tflite(ctx), out, bits=8)
+            note = (f"LiteRT dynamic-range int8 (ai-edge-quantizer {aeq_version()} "
+                    "dynamic_wi8_afp32)")  # fmt: skip
+            return {"packed_bytes": packed_bytes(ctx, weight_bits(8)), "artifact_notes": [note]}
         module = self.rebuild_torch(ctx.model.module, None, params)
         save_torch_artifact(out, ctx, self.name, params, module.state_dict())
         linear_only = int8_weight_bits(8, False)

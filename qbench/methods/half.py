@@ -4,6 +4,9 @@ ONNX: the graph converted to float16 with float32 inputs/outputs kept. ONNX Runt
 execution provider has no fp16 convolution kernels on x86 and inserts casts back to float32
 (shared/facts.md), so those cells are labelled `simulated`; bf16 ONNX is not built (no CPU
 kernels at all). Torch: the module cast to fp16/bf16; torch's CPU kernels take those types.
+LiteRT (tflite): fp16 weights from ai-edge-quantizer's float_casting, each behind a DEQUANTIZE
+to float32; LiteRT's CPU (XNNPACK) folds them into float32 weights at load, so the cells are
+`simulated`; bf16 is not built (float_casting writes float16 only).
 """
 
 from __future__ import annotations
@@ -11,40 +14,59 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from qbench.methods.base import MakeContext, Method, packed_bytes, save_torch_artifact
+from qbench.methods.base import (
+    MakeContext,
+    Method,
+    fp32_tflite,
+    packed_bytes,
+    save_torch_artifact,
+)
 from qbench.params import Params
 from qbench.plugins import methods
 
 
 class _HalfFloat(Method):
-    produces = ("torch", "onnx")
+    produces = ("torch", "onnx", "tflite")
     torch_dtype: ClassVar[str]
 
     def execution(self, fmt: str, params: Params) -> str:
-        return "simulated" if fmt == "onnx" else "native"
+        return "simulated" if fmt in ("onnx", "tflite") else "native"
 
     def describe(self, fmt: str, params: Params) -> dict[str, Any]:
         if fmt == "onnx":
             notes = ["ONNX Runtime CPU: fp16 weights are cast to float32 kernels (no fp16 compute)"]
+        elif fmt == "tflite":
+            notes = ["LiteRT CPU: fp16 weights are dequantized to float32 (XNNPACK converts them "
+                     "at load); no fp16 arithmetic on x86"]  # fmt: skip
         else:
             notes = ["torch CPU half-precision kernels; without AVX512-FP16 or AMX they convert "
                      "to float32 inside each kernel"]  # fmt: skip
-        act = "float32" if fmt == "onnx" else self.name.replace("fp", "float")
-        return {"bits_w": 16, "bits_a": 32 if fmt == "onnx" else 16, "act_dtype": act,
+        float_acts = fmt in ("onnx", "tflite")
+        act = "float32" if float_acts else self.name.replace("fp", "float")
+        return {"bits_w": 16, "bits_a": 32 if float_acts else 16, "act_dtype": act,
                 "weight_dtype": self.name.replace("fp", "float"), "weight_scheme": "float",
                 "notes": notes}  # fmt: skip
 
     def make(self, fmt: str, params: Params, ctx: MakeContext, out: Path) -> dict[str, Any]:
+        meta: dict[str, Any] = {"packed_bytes": packed_bytes(ctx, lambda _, w: _numel(w) * 16)}
         if fmt == "onnx":
             import onnx
             from onnxruntime.transformers.float16 import convert_float_to_float16
 
             model = convert_float_to_float16(onnx.load(str(ctx.fp32_onnx())), keep_io_types=True)
             onnx.save(model, str(out))
+        elif fmt == "tflite":
+            from qbench.methods._litert_quant import aeq_version, fp16_weights
+
+            info = fp16_weights(fp32_tflite(ctx), out)
+            meta["artifact_notes"] = [
+                f"LiteRT fp16 weights (ai-edge-quantizer {aeq_version()} float_casting): "
+                f"{info['ops'].get('DEQUANTIZE', 0)} DEQUANTIZE (float16 -> float32) ops"
+            ]
         else:
             module = self.rebuild_torch(ctx.model.module, None, params)
             save_torch_artifact(out, ctx, self.name, params, module.state_dict())
-        return {"packed_bytes": packed_bytes(ctx, lambda _, w: _numel(w) * 16)}
+        return meta
 
     def rebuild_torch(self, module: Any, example: Any, params: Params) -> Any:
         import copy
@@ -70,10 +92,13 @@ class Fp16(_HalfFloat):
 @methods.register
 class Bf16(_HalfFloat):
     name = "bf16"
-    description = "bfloat16 weights and activations (torch); no ONNX Runtime CPU kernels"
+    description = "bfloat16 weights and activations (torch); no ONNX Runtime/LiteRT CPU kernels"
     torch_dtype = "bfloat16"
 
     def unsupported(self, fmt: str, params: Params, source: Any) -> str | None:
         if fmt == "onnx":
             return "ONNX Runtime's CPU execution provider has no bfloat16 Conv/Gemm kernels"
+        if fmt == "tflite":
+            return ("LiteRT: ai-edge-quantizer's float_casting writes float16 weights only, and "
+                    "LiteRT's CPU kernels take no bfloat16")  # fmt: skip
         return super().unsupported(fmt, params, source)

@@ -8,6 +8,11 @@ per output channel, or per group of `group_size` weights of an output channel: O
 rewritten with opset-21 blocked DequantizeLinear (qbench.methods._blocked_qdq), which ORT runs
 as float Conv/Gemm on dequantized weights (it has no blocked int8 kernel), hence "simulated".
 Torch format: torch.ao FX graph mode with the `x86` engine, min/max calibrated activations.
+LiteRT (tflite): ai-edge-quantizer's full-integer recipes on the fp32 conversion (int8
+symmetric per-channel weights; int8 asymmetric or int16 symmetric activations; integer model
+I/O), activation ranges from a plain min/max over the calibration inputs
+(qbench.methods._litert_quant). LiteRT's 8-bit activations are signed: the default uint8 is
+built as int8 (the same asymmetric grid, zero point shifted by 128).
 """
 
 from __future__ import annotations
@@ -21,7 +26,13 @@ from typing import Any, Literal
 from pydantic import Field
 
 from qbench.methods._blocked_qdq import grouped_int8_weight_bits
-from qbench.methods.base import MakeContext, Method, packed_bytes, save_torch_artifact
+from qbench.methods.base import (
+    MakeContext,
+    Method,
+    fp32_tflite,
+    packed_bytes,
+    save_torch_artifact,
+)
 from qbench.methods.packing import int8_weight_bits
 from qbench.params import Params
 from qbench.plugins import methods
@@ -122,7 +133,7 @@ class StaticInt8(Method):
     name = "static_int8"
     description = "post-training static int8 (ORT quantize_static QDQ; torch FX x86 engine)"
     Params = StaticInt8Params
-    produces = ("onnx", "torch")
+    produces = ("onnx", "torch", "tflite")
     uses_calibration = True
     # 2: torch path calibrates activations with reduce_range=True. 3: ONNX ranges come from
     # qbench's own calibration run (entropy with 2048 histogram bins, mse) through a cache.
@@ -138,6 +149,8 @@ class StaticInt8(Method):
 
     def describe(self, fmt: str, params: Params) -> dict[str, Any]:
         assert isinstance(params, StaticInt8Params)
+        if fmt == "tflite":
+            return _describe_tflite(params)
         if fmt == "torch":
             return {
                 "bits_w": 8,
@@ -180,6 +193,8 @@ class StaticInt8(Method):
 
     def unsupported(self, fmt: str, params: Params, source: Any) -> str | None:
         assert isinstance(params, StaticInt8Params)
+        if fmt == "tflite":
+            return super().unsupported(fmt, params, source) or _tflite_unsupported(params)
         if fmt == "torch":
             if source.format != "torch":
                 return f"model {source.name} is an ONNX file; it has no torch module"
@@ -215,9 +230,11 @@ class StaticInt8(Method):
         meta: dict[str, Any] = {}
         if fmt == "onnx":
             meta["artifact_notes"] = self._make_onnx(params, ctx, out)
+        elif fmt == "tflite":
+            meta["artifact_notes"] = _make_tflite(params, ctx, out)
         else:
             self._make_torch(params, ctx, out)
-        per_channel = params.per_channel or fmt == "torch"
+        per_channel = params.per_channel or fmt in ("torch", "tflite")
         if fmt == "onnx" and params.group_size:
             weight_bits = grouped_int8_weight_bits(8, params.group_size)
         else:
@@ -314,3 +331,71 @@ class StaticInt8(Method):
 
         torch.backends.quantized.engine = "x86"
         return convert_fx(prepare_fx(module.eval(), _torch_qconfig_mapping(), (example,)))
+
+
+# --- LiteRT ----------------------------------------------------------------------------------
+
+
+def _tflite_activation_bits(params: StaticInt8Params) -> int:
+    return 16 if params.activations == "int16" else 8
+
+
+def _tflite_unsupported(params: StaticInt8Params) -> str | None:
+    """What ai-edge-quantizer's static recipes (with qbench's min/max calibration) cannot do."""
+    reasons = []
+    if params.calibrator != "minmax":
+        reasons.append(f"LiteRT path calibrates with min/max only (calibrator={params.calibrator})")
+    if not params.per_channel:
+        reasons.append("LiteRT path quantizes weights per output channel only (per_channel=False)")
+    if params.group_size:
+        reasons.append("LiteRT's integer convolution kernels take no per-group weight scales "
+                       "(group_size)")  # fmt: skip
+    if params.activations == "uint16":
+        reasons.append("LiteRT's 16-bit activations are int16 (symmetric); uint16 is not built")
+    if params.activation_symmetric and _tflite_activation_bits(params) == 8:
+        reasons.append("LiteRT's int8 activations are asymmetric (ai-edge-quantizer's static "
+                       "recipe); activation_symmetric=True is not built")  # fmt: skip
+    if params.quant_format != "qdq":
+        reasons.append("quant_format=qoperator is an ONNX setting; the LiteRT path takes the "
+                       "default only")  # fmt: skip
+    if params.reduce_range:
+        reasons.append("LiteRT path has no reduce_range (7-bit weights)")
+    return "; ".join(reasons) or None
+
+
+def _describe_tflite(params: StaticInt8Params) -> dict[str, Any]:
+    bits_a = _tflite_activation_bits(params)
+    notes = []
+    if params.activations == "uint8":
+        notes.append("LiteRT's 8-bit activations are signed: activations=uint8 is built as int8 "
+                     "(the same asymmetric grid, zero point shifted by 128)")  # fmt: skip
+    if bits_a == 16:
+        notes.append("int16 activations (symmetric) x int8 weights run on LiteRT's builtin "
+                     "int16x8 kernels; XNNPACK has none")  # fmt: skip
+    row: dict[str, Any] = {
+        "bits_w": 8,
+        "bits_a": bits_a,
+        "granularity": "per_channel",
+        "calibrator": "minmax",
+        "symmetric_weights": True,
+        "act_dtype": "int16" if bits_a == 16 else "int8",
+        "weight_dtype": "int8",
+        "weight_scheme": "uniform",
+    }
+    if notes:
+        row["notes"] = notes
+    return row
+
+
+def _make_tflite(params: StaticInt8Params, ctx: MakeContext, out: Path) -> list[str]:
+    from qbench.methods._litert_quant import aeq_version, full_integer, io_note
+
+    assert ctx.calib is not None
+    bits_a = _tflite_activation_bits(params)
+    full_integer(fp32_tflite(ctx), out, ctx.calib, activation_bits=bits_a)
+    recipe = "static_wi8_ai16" if bits_a == 16 else "static_wi8_ai8"
+    kind = "int16 activations x int8 weights" if bits_a == 16 else "full int8"
+    return [
+        f"LiteRT {kind} (ai-edge-quantizer {aeq_version()} {recipe}), min/max calibration on "
+        f"{len(ctx.calib)} inputs; {io_note(out)}"
+    ]

@@ -17,6 +17,13 @@ accuracy_level=4; 8-bit has int8-compute kernels only (accuracy_level=4); 2-bit 
 kernels for block sizes 32-128 only. Without a kernel ORT dequantizes the whole weight to
 float32 on every run and calls SGEMM (13-30x slower than fp32 on a 2048x2048 MatMul): those
 cells are labelled `simulated`.
+
+LiteRT (tflite, torch models): ai-edge-quantizer's 4/8-bit recipes on the fp32 conversion, which
+quantize CONV_2D and FULLY_CONNECTED weights (DEPTHWISE_CONV_2D too at 8 bits) symmetric per
+output channel: block_size is not used (it takes its default only). accuracy_level=4 gives
+dynamic_wi{bits}_afp32 (hybrid kernels quantize the activations to int8 at run time: native);
+otherwise weight_only_wi{bits}_afp32, a DEQUANTIZE to float32 in front of each weight and float
+kernels (simulated). 2-bit and asymmetric weights are not built for LiteRT.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from qbench.methods.base import MakeContext, Method, packed_bytes
+from qbench.methods.base import MakeContext, Method, fp32_tflite, packed_bytes
 from qbench.params import Params
 from qbench.plugins import methods
 
@@ -82,14 +89,18 @@ class WeightOnly(Method):
     name = "weight_only"
     description = "4-bit (2/8) blockwise weight-only MatMul/Gemm through ORT's MatMulNBits"
     Params = WeightOnlyParams
-    produces = ("onnx",)
+    produces = ("onnx", "tflite")
 
     def execution(self, fmt: str, params: Params) -> str:
         assert isinstance(params, WeightOnlyParams)
+        if fmt == "tflite":
+            return "native" if params.accuracy_level == 4 else "simulated"
         return "native" if _has_kernel(params) else "simulated"
 
     def describe(self, fmt: str, params: Params) -> dict[str, Any]:
         assert isinstance(params, WeightOnlyParams)
+        if fmt == "tflite":
+            return _describe_tflite(params)
         int8 = _compute(params) == "int8"
         notes = []
         if params.accuracy_level == 4 and not int8:
@@ -120,12 +131,18 @@ class WeightOnly(Method):
         # Whether the model has a MatMul/Gemm layer is known only from its graph, which
         # unsupported() does not get (and torch models would need torch imported while
         # planning): make() raises a ValueError that names the model instead.
+        if fmt == "tflite":
+            assert isinstance(params, WeightOnlyParams)
+            return super().unsupported(fmt, params, source) or _tflite_unsupported(params)
         if fmt != "onnx":
-            return f"{self.name} builds ONNX (MatMulNBits) artifacts only"
+            return f"{self.name} builds ONNX (MatMulNBits) and LiteRT artifacts only"
         return super().unsupported(fmt, params, source)
 
     def make(self, fmt: str, params: Params, ctx: MakeContext, out: Path) -> dict[str, Any]:
-        assert isinstance(params, WeightOnlyParams) and fmt == "onnx"
+        assert isinstance(params, WeightOnlyParams)
+        if fmt == "tflite":
+            return _make_tflite(params, ctx, out)
+        assert fmt == "onnx"
         import onnx
 
         from qbench.backends.onnxruntime import count_compute_nodes
@@ -308,3 +325,71 @@ def quantize_matmul_nbits(model: Any, params: WeightOnlyParams) -> Any:
     finally:
         logger.setLevel(level)
     return quantizer.model.model
+
+
+# --- LiteRT ----------------------------------------------------------------------------------
+
+
+def _tflite_unsupported(params: WeightOnlyParams) -> str | None:
+    reasons = []
+    if params.bits == 2:
+        reasons.append("LiteRT path builds 4- and 8-bit weights only (bits=2)")
+    if not params.symmetric:
+        reasons.append("LiteRT's kernels take symmetric weights only (symmetric=False)")
+    if params.block_size != WeightOnlyParams().block_size:
+        reasons.append(f"LiteRT path quantizes weights per output channel; block_size takes its "
+                       f"default ({WeightOnlyParams().block_size}) only")  # fmt: skip
+    return "; ".join(reasons) or None
+
+
+def _describe_tflite(params: WeightOnlyParams) -> dict[str, Any]:
+    dynamic = params.accuracy_level == 4
+    notes = ["LiteRT: ai-edge-quantizer quantizes Conv and FullyConnected weights (not only "
+             "MatMul/Gemm) per output channel; block_size is not used"]  # fmt: skip
+    if params.bits == 4:
+        notes.append("4-bit: DEPTHWISE_CONV_2D weights stay float32 (ai-edge-quantizer's policy)")
+    if dynamic:
+        notes.append("accuracy_level=4: hybrid kernels quantize the activations to int8 at run "
+                     "time")  # fmt: skip
+    else:
+        notes.append("weights dequantized to float32 by DEQUANTIZE ops; float kernels")
+    row: dict[str, Any] = {
+        "bits_w": params.bits,
+        "bits_a": 8 if dynamic else 32,
+        "granularity": "per_channel",
+        "symmetric_weights": True,
+        "act_dtype": "int8" if dynamic else "float32",
+        "weight_dtype": f"int{params.bits}",
+        "weight_scheme": "uniform",
+        "notes": notes,
+    }
+    if dynamic:
+        row["calibrator"] = "dynamic"
+    return row
+
+
+def _make_tflite(params: WeightOnlyParams, ctx: MakeContext, out: Path) -> dict[str, Any]:
+    from qbench.methods._litert_quant import (
+        aeq_version,
+        dynamic_range,
+        weight_bits,
+        weight_dtypes,
+        weight_only,
+    )
+
+    fp32 = fp32_tflite(ctx)
+    if params.accuracy_level == 4:
+        dynamic_range(fp32, out, params.bits)
+        recipe = f"dynamic_wi{params.bits}_afp32"
+    else:
+        weight_only(fp32, out, params.bits)
+        recipe = f"weight_only_wi{params.bits}_afp32"
+    dtypes = weight_dtypes(out)
+    taken = dtypes.get(f"int{params.bits}", 0)
+    note = (f"LiteRT {params.bits}-bit weights (ai-edge-quantizer {aeq_version()} {recipe}): "
+            f"{taken} of {sum(dtypes.values())} CONV_2D/DEPTHWISE_CONV_2D/FULLY_CONNECTED "
+            "weights quantized")  # fmt: skip
+    if taken == 0:
+        raise ValueError(f"ai-edge-quantizer left every weight of model {ctx.model_name} in "
+                         "float32")  # fmt: skip
+    return {"packed_bytes": packed_bytes(ctx, weight_bits(params.bits)), "artifact_notes": [note]}
