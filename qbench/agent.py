@@ -141,10 +141,12 @@ def prepare(cell: Cell) -> dict[str, Any]:
         "v": ARTIFACT_VERSION,
     }
     if fmt in ("tflite", "edgetpu"):
+        from qbench.methods._litert_quant import LITERT_QUANT_VERSION
         from qbench.methods.export_tflite import package_version
 
         # The LiteRT converter and quantizer change their output between releases.
         key["tools"] = {p: package_version(p) for p in ("litert-torch", "ai-edge-quantizer")}
+        key["litert_quant"] = LITERT_QUANT_VERSION
     suffix = {"onnx": ".onnx", "torch": ".pt"}.get(fmt, f".{fmt}")
     artifact, cached = cached_file(
         "artifacts", key, suffix, lambda tmp: method.make(fmt, params, ctx, tmp)

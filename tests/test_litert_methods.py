@@ -365,3 +365,38 @@ def test_agent_prepares_a_tflite_cell(tmp_path: Path, ctx: MakeContext) -> None:
     assert io_quantization(path)["input"]["dtype"] == "int8"
     assert "min/max calibration on 32 inputs" in result["artifact_notes"][0]
     assert result["packed_bytes"] > 0
+
+
+def test_padded_max_pool_gets_finite_int8_ranges(tmp_path: Path) -> None:
+    """A max pool with padding converts to PADV2(-inf) + MAX_POOL_2D: min/max calibration sees
+    -inf, which would give the pad (and the conv output tied to it) an infinite scale that
+    XNNPACK refuses (ResNet-18's stem). The pad output takes its input's finite range."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from qbench.methods._litert_quant import full_integer
+
+    torch.manual_seed(0)
+    stem = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.MaxPool2d(3, stride=2, padding=1), torch.nn.Flatten(), torch.nn.Linear(128, 4),
+    ).eval()  # fmt: skip
+    fp32 = fp32_tflite("maxpool-stem", stem, (1, 8, 8))
+    assert op_counts(fp32)["PADV2"] + op_counts(fp32)["PAD"] >= 1
+    calib = np.random.default_rng(0).random((16, 1, 8, 8), dtype=np.float32)
+    out = tmp_path / "stem_int8.tflite"
+    full_integer(fp32, out, calib)
+    interpreter = Interpreter(model_path=str(out))  # XNNPACK: fails on an infinite scale
+    interpreter.allocate_tensors()
+    for detail in interpreter.get_tensor_details():
+        assert np.all(np.isfinite(detail["quantization_parameters"]["scales"])), detail["name"]
+    inp, outp = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    scale, zero = inp["quantization"]
+    x = calib[:1]
+    interpreter.set_tensor(inp["index"], np.clip(np.round(x / scale) + zero, -128, 127)
+                           .astype(np.int8))  # fmt: skip
+    interpreter.invoke()
+    o_scale, o_zero = outp["quantization"]
+    got = (interpreter.get_tensor(outp["index"]).astype(np.float32) - o_zero) * o_scale
+    with torch.no_grad():
+        want = stem(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, want, atol=4 * o_scale + 0.05 * np.abs(want).max())

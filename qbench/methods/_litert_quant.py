@@ -19,6 +19,10 @@ import numpy as np
 
 from qbench.methods.export_tflite import quiet
 
+# Part of every LiteRT artifact's cache key (qbench/agent.py): bump it when this module writes
+# different flatbuffers for the same inputs. 2: finite ranges for padded max pools.
+LITERT_QUANT_VERSION = 2
+
 # ai-edge-quantizer has no fp16 helper in recipe.py; this is the recipe of its own tests:
 # every op's float weights cast to float16, a DEQUANTIZE (fp16 -> fp32) in front of each user.
 FP16_RECIPE = [
@@ -142,7 +146,44 @@ def minmax_ranges(fp32: Path, recipe: Any, calib: np.ndarray) -> dict[str, Any]:
     )
     data = np.ascontiguousarray(calib, dtype=np.float32)
     cal.calibrate({key: [{name: data[i : i + 1]} for i in range(len(data))]}, manager)
-    return cal.get_model_qsvs()
+    return finite_ranges(fp32, cal.get_model_qsvs())
+
+
+_PAD_OPS = ("PAD", "PADV2", "MIRROR_PAD")
+
+
+def finite_ranges(path: Path, qsvs: dict[str, Any]) -> dict[str, Any]:
+    """Ranges with no infinite bound. A max pool with padding converts to PADV2 with -inf
+    padding then MAX_POOL_2D: the pad's output holds -inf, so its min/max (and that of the
+    tensors the quantizer ties to it) is infinite and the int8 scale becomes inf, which
+    LiteRT refuses. The padding never survives the max pool, so such a pad output takes its
+    input's range. Any other infinite range is an error that names the tensor."""
+    schema = _schema()
+    model = _model(path)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    graph = model.Subgraphs(0)
+    tensor_name = [graph.Tensors(i).Name().decode() for i in range(graph.TensorsLength())]
+    pad_input: dict[str, str] = {}
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        code = model.OperatorCodes(op.OpcodeIndex())
+        if names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode())) in _PAD_OPS:
+            pad_input[tensor_name[op.Outputs(0)]] = tensor_name[op.Inputs(0)]
+
+    def finite(qsv: dict[str, Any]) -> bool:
+        return bool(np.all(np.isfinite(qsv["min"])) and np.all(np.isfinite(qsv["max"])))
+
+    out = dict(qsvs)
+    for tensor, qsv in qsvs.items():
+        if "min" not in qsv or finite(qsv):
+            continue
+        source = pad_input.get(tensor)
+        if source is not None and source in qsvs and finite(qsvs[source]):
+            out[tensor] = {**qsv, "min": qsvs[source]["min"], "max": qsvs[source]["max"]}
+        else:
+            raise ValueError(f"calibration range of tensor {tensor} is not finite "
+                             f"(min {qsv['min']}, max {qsv['max']})")  # fmt: skip
+    return out
 
 
 def quantize(fp32: Path, out: Path, recipe: Any, calib: np.ndarray | None = None) -> dict[str, Any]:
