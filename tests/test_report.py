@@ -355,3 +355,20 @@ def test_import_is_cheap() -> None:
         "assert not {'pandas', 'plotly', 'pyarrow'} & set(sys.modules), sys.modules.keys()"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_accuracy_chart_labels_backends_when_it_mixes_them(store: Path) -> None:
+    """ORT, torch and LiteRT cells share one accuracy-vs-latency plot: each point names its
+    backend, so the same model and method on two runtimes can be told apart."""
+    from qbench.report.charts import accuracy_charts
+    from qbench.report.data import latest_per_cell, prepare
+    from qbench.store.parquet import load
+
+    latest = latest_per_cell(prepare(load(store)[1]))
+    ok = latest[latest["status"] == "ok"]
+    assert ok["backend"].nunique() > 1
+    html = accuracy_charts(ok)[0].html
+    assert '"ORT"' in html and '"torch_eager"' in html  # unknown backends keep their name
+    assert "Labels name the backend" in accuracy_charts(ok)[0].caption
+    one = accuracy_charts(ok[ok["backend"] == "onnxruntime"])[0]
+    assert '"ORT"' not in one.html and "Labels name" not in one.caption

@@ -13,6 +13,9 @@ from qbench.report.pareto import pareto_front
 
 METRIC_LABEL = {"top1": "top-1", "fp32_agreement": "agreement with fp32"}
 METRIC_SYMBOL = {"top1": "circle", "fp32_agreement": "diamond"}
+# Point labels naming the backend, where one figure mixes backends and has few enough points.
+BACKEND_TAG = {"onnxruntime": "ORT", "torch": "pt", "litert": "LiteRT", "edgetpu": "TPU"}
+MAX_LABELLED_POINTS = 60
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
 
@@ -68,8 +71,9 @@ def accuracy_charts(ok: Any) -> list[Chart]:
     for n, device in enumerate(sorted(pts["device"].dropna().unique())):
         d = pts[pts["device"] == device]
         fig = go.Figure()
+        tag = d["backend"].nunique() > 1 and len(d) <= MAX_LABELLED_POINTS
         for model in sorted(d["model"].unique()):
-            _add_model_traces(fig, d[d["model"] == model], model, colour[model])
+            _add_model_traces(fig, d[d["model"] == model], model, colour[model], tag)
         fig.update_xaxes(
             type="log", dtick="D2", tickformat="~g", title="latency p50 per batch, ms (log scale)"
         )
@@ -85,6 +89,8 @@ def accuracy_charts(ok: Any) -> list[Chart]:
             "are left out of the front. Latency is per batch, so rows with larger "
             "batches sit further right."
         )
+        if tag:
+            caption += " Labels name the backend (ORT = ONNX Runtime, pt = PyTorch)."
         charts.append(
             Chart(
                 f"Accuracy vs latency — {device}", caption, _render(fig, f"chart-accuracy-{n}", 480)
@@ -95,7 +101,7 @@ def accuracy_charts(ok: Any) -> list[Chart]:
     return charts
 
 
-def _add_model_traces(fig: Any, m: Any, model: str, colour: str) -> None:
+def _add_model_traces(fig: Any, m: Any, model: str, colour: str, tag: bool = False) -> None:
     shown = False
     for metric in ("top1", "fp32_agreement"):
         for simulated in (False, True):
@@ -117,7 +123,10 @@ def _add_model_traces(fig: Any, m: Any, model: str, colour: str) -> None:
             fig.add_scatter(
                 x=sel["latency_p50_ms"].astype(float).tolist(),
                 y=sel["accuracy"].astype(float).tolist(),
-                mode="markers",
+                mode="markers+text" if tag else "markers",
+                text=[BACKEND_TAG.get(b, b) for b in sel["backend"]] if tag else None,
+                textposition="middle right",
+                textfont={"size": 9, "color": "#555"},
                 name=model,
                 legendgroup=model,
                 showlegend=not shown,
