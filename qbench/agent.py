@@ -181,6 +181,7 @@ def _batch_of(x: np.ndarray, batch: int) -> np.ndarray:
 
 
 def measure(cell: Cell, prepared: dict[str, Any]) -> dict[str, Any]:
+    from qbench.measure.energy import EnergyRecorder
     from qbench.measure.fidelity import accuracy, fidelity
     from qbench.measure.latency import time_rounds
     from qbench.measure.memory import peak_rss_mb
@@ -200,15 +201,22 @@ def measure(cell: Cell, prepared: dict[str, Any]) -> dict[str, Any]:
     load_s = time.perf_counter() - started
 
     m = cell.measurement
-    rounds = time_rounds(
-        session.runner(_batch_of(eval_x, cell.batch)),
-        m["warmup"],
-        m["min_iters"],
-        m["min_seconds"],
-        m["repeats"],
-        m["max_iters"],
-    )
+    run = session.runner(_batch_of(eval_x, cell.batch))
+    energy = EnergyRecorder(cell.power, cell.device, cell.device_kind)
+    try:
+        # Idle baseline first, then the warm-up, so the timed loop starts exactly as it would
+        # without a meter; the meter samples the timed rounds only (time_rounds is untouched).
+        energy.idle()
+        for _ in range(m["warmup"]):
+            run()
+        with energy.window():
+            rounds = time_rounds(
+                run, 0, m["min_iters"], m["min_seconds"], m["repeats"], m["max_iters"]
+            )
+    finally:
+        energy.close()
     samples = [s for r in rounds for s in r]
+    power = energy.columns(len(samples) * cell.batch)
     stats = summarize(samples)
 
     outputs = np.concatenate(
@@ -230,8 +238,9 @@ def measure(cell: Cell, prepared: dict[str, Any]) -> dict[str, Any]:
         "peak_rss_mb": peak_rss_mb(),  # read before inspect(), which opens a second session
         "accuracy_samples": len(eval_x),
         **fidelity(reference, outputs),
+        **power,
     }
-    notes: list[str] = []
+    notes: list[str] = energy.row_notes(power)
     if labels is not None:
         row.update(accuracy(outputs, labels))
     else:

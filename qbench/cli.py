@@ -67,6 +67,23 @@ def _parser() -> argparse.ArgumentParser:
         ],
     )
     lst.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern on names")
+
+    dev = sub.add_parser("devices", help="probe this host, or list device descriptions")
+    dev_sub = dev.add_subparsers(dest="devices_command", required=True, metavar="ACTION")
+    probe = dev_sub.add_parser(
+        "probe",
+        help="detect this host (CPU, quantization ISA flags, GPUs, Edge TPU, power sensors) "
+        "and print it as a device description",
+    )
+    probe.add_argument(
+        "--write", metavar="PATH", help="write the description to PATH (e.g. devices/NAME.yaml)"
+    )
+    probe.add_argument("--force", action="store_true", help="overwrite an existing --write file")
+    probe.add_argument(
+        "--name", help="device name (default: the --write file's stem, else the host name)"
+    )
+    dev_list = dev_sub.add_parser("list", help="the device files (same as `qbench list devices`)")
+    dev_list.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern on names")
     return parser
 
 
@@ -90,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "devices":
+            return cmd_devices(args)
         return cmd_list(args)
     except SuiteError as exc:
         print(f"qbench: error: {exc}", file=sys.stderr)
@@ -170,6 +189,46 @@ def _member_facts(family: str, member: Any) -> str:
     if family == "models":
         return f"format: {member.format}; dataset: {member.dataset}"
     return ""
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    if args.devices_command == "list":
+        print("devices:")
+        _list_devices(args.pattern)
+        return EXIT_OK
+    out = Path(args.write) if args.write else None
+    if out is not None:
+        if out.suffix not in (".yaml", ".yml"):
+            raise ValueError(f"--write {out}: a device file must end in .yaml")
+        if out.exists() and not args.force:
+            raise ValueError(f"--write {out}: the file exists (--force overwrites it)")
+    import yaml
+
+    from qbench.probe import probe, readiness_summary
+
+    name = args.name or (out.stem if out is not None else None)
+    device = probe(name)
+    summary = readiness_summary(device["probe"].get("cpu_flags", []))
+    facts = device["probe"]
+    header = (
+        f"# Written by `qbench devices probe` on {facts.get('host')}, {facts.get('probed_at')}.\n"
+        f"# {summary}\n"
+        "# `probe` holds what was detected on that host at that time. Datasheet figures go under\n"
+        "# `datasheet:` (peak_int8_tops, peak_fp16_tflops, peak_fp32_tflops,\n"
+        "# memory_bandwidth_gbs, tdp_w, ...), each with its source in a comment.\n"
+    )
+    text = header + yaml.safe_dump(device, sort_keys=False, width=100, allow_unicode=True)
+    if out is None:
+        print(text, end="")
+        return EXIT_OK
+    from qbench.devices import load_device
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    written = load_device(out)  # what was written must load (SuiteError -> exit 2)
+    print(f"wrote {out} (device {written.name})")
+    print(summary)
+    return EXIT_OK
 
 
 def _list_devices(pattern: str) -> None:

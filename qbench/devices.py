@@ -2,15 +2,80 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from qbench.suite.loader import SuiteError, SuiteSource, first_error
 from qbench.suite.schema import MemberRef, Strict
 
 REPO_DEVICES = Path(__file__).resolve().parent.parent / "devices"
+
+
+class Datasheet(BaseModel):
+    """Datasheet figures, each cited in a comment beside it in the device file.
+
+    The figures below have fixed units (a bare number; "275 TOPS" is an error). Other keys
+    (soc, ram_gb, tops_per_watt, ...) are allowed and hold a number or a string. Reads like a
+    mapping too: `datasheet["peak_int8_tops"]`, `datasheet.get("ram_gb")`.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    __pydantic_extra__: dict[str, int | float | str] = Field(init=False)
+
+    peak_int8_tops: float | None = Field(
+        default=None, ge=0, description="peak dense int8 throughput, 10^12 operations/s"
+    )
+    peak_int8_tops_sparse: float | None = Field(
+        default=None, ge=0, description="peak int8 with 2:4 structured sparsity, 10^12 ops/s"
+    )
+    peak_fp16_tflops: float | None = Field(
+        default=None, ge=0, description="peak dense fp16 throughput, 10^12 FLOP/s"
+    )
+    peak_fp32_tflops: float | None = Field(
+        default=None, ge=0, description="peak fp32 throughput, 10^12 FLOP/s"
+    )
+    memory_bandwidth_gbs: float | None = Field(
+        default=None, ge=0, description="peak memory bandwidth, 10^9 bytes/s"
+    )
+    tdp_w: float | None = Field(
+        default=None, ge=0, description="thermal design power (or the top power mode), watts"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_values(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, value in data.items():
+                if key not in cls.model_fields and (
+                    isinstance(value, bool) or not isinstance(value, int | float | str)
+                ):
+                    raise ValueError(
+                        f"{key}: expected a number or a string (cite its source in a comment), "
+                        f"got {type(value).__name__}"
+                    )
+        return data
+
+    def as_dict(self) -> dict[str, Any]:
+        """The figures given in the file (typed ones and other keys), none left out."""
+        return self.model_dump(exclude_none=True)
+
+    def __getitem__(self, key: str) -> Any:
+        data = self.as_dict()
+        if key not in data:
+            raise KeyError(key)
+        return data[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.as_dict()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.as_dict().get(key, default)
+
+    def keys(self) -> Iterator[str]:
+        return iter(self.as_dict())
 
 
 class Device(Strict):
@@ -22,9 +87,18 @@ class Device(Strict):
         default=MemberRef(name="subprocess"), description="how cells reach the device"
     )
     backends: list[str] = Field(default=[], description="backends installed on the device")
-    power_meter: str | None = Field(default=None, description="power meter plugin, if any")
-    datasheet: dict[str, float | str] = Field(
-        default={}, description="datasheet figures (peak TOPS, bandwidth, TDP), each cited"
+    power_meter: MemberRef | None = Field(
+        default=None,
+        description="power meter (see `qbench list power-meters`): a name, or {name, params}",
+    )
+    datasheet: Datasheet = Field(
+        default_factory=Datasheet,
+        description="datasheet figures (peak TOPS/TFLOPS, bandwidth, TDP), each cited",
+    )
+    probe: dict[str, Any] = Field(
+        default={},
+        description="what `qbench devices probe` detected (cores, frequency, GPUs, Edge TPU, "
+        "power sensors): facts of one host at one time, not datasheet figures",
     )
 
 

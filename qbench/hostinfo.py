@@ -11,7 +11,10 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-# ISA flags that decide which quantized kernels are fast (x86 and ARM spellings).
+# ISA flags that decide which quantized kernels are fast, as Linux spells them in
+# /proc/cpuinfo. x86: VNNI/AMX run int8 dot products; AVX512-FP16/AMX-FP16 run fp16
+# arithmetic. ARM: asimddp (SDOT/UDOT) and i8mm (SMMLA) run int8 dot products; asimdhp/fphp
+# run fp16 arithmetic; bf16 runs BFDOT/BFMMLA.
 QUANT_FLAGS = (
     "avx2",
     "fma",
@@ -25,14 +28,18 @@ QUANT_FLAGS = (
     "amx_tile",
     "amx_int8",
     "amx_bf16",
+    "amx_fp16",
     "avx_vnni_int8",
     "asimd",
     "asimddp",
     "asimdhp",
+    "asimdfhm",
     "i8mm",
     "bf16",
     "sve",
     "sve2",
+    "svei8mm",
+    "sme",
     "fphp",
 )
 PACKAGES = (
@@ -52,23 +59,24 @@ PACKAGES = (
 )
 
 
-def cpu_info() -> dict[str, Any]:
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip().lower()
-            if key in ("model name", "hardware", "cpu model") and model in (
-                "",
-                platform.machine(),
-                platform.processor(),
-            ):
-                model = value.strip()
-            elif key in ("flags", "features"):
-                flags.update(value.split())
-    except OSError:
-        pass
-    return {"cpu_model": model, "cpu_flags": [f for f in QUANT_FLAGS if f in flags]}
+def cpu_info(text: str | None = None) -> dict[str, Any]:
+    """CPU model and the QUANT_FLAGS it has, from /proc/cpuinfo (or `text`).
+
+    On ARM the model names the cores from their part numbers, after the board where the
+    kernel names it: "Raspberry Pi 5 Model B Rev 1.0 (4x Cortex-A76)".
+    """
+    from qbench.probe import parse_cpuinfo
+
+    if text is None:
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            text = ""
+    parsed = parse_cpuinfo(text)
+    model = parsed["model"] or platform.processor() or platform.machine()
+    if parsed["arch"] == "arm" and parsed["board"]:
+        model = f"{parsed['board']} ({model})"
+    return {"cpu_model": model, "cpu_flags": parsed["quant_flags"]}
 
 
 def _physical_cores() -> int | None:

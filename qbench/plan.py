@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from qbench.devices import Device, resolve_devices
+from qbench.measure.energy import plan_power
 from qbench.plugins import Families, load_all
 from qbench.registry import RegistryError
 from qbench.suite.loader import SuiteSource, first_error
@@ -40,6 +41,9 @@ class Cell:
     accuracy: dict[str, Any]
     calibration: dict[str, Any]
     skip_reason: str | None = None
+    # Power and energy (qbench.measure.energy.plan_power): mode, meter and its parameters,
+    # cadence, idle seconds, TDP. None (cells written before it existed): measure, auto meter.
+    power: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -149,7 +153,10 @@ def _skip_reason(
             f"device {device.name} has no backend {backend_name} "
             f"(it has: {', '.join(device.backends)})"
         )
-    why = backend.unavailable()
+    # Which packages and libraries a backend finds is a fact of the host it runs on: for a
+    # device reached by ssh or adb, the device file's `backends:` list speaks for it, and a
+    # backend missing there fails that cell's measure stage with the device's own reason.
+    why = backend.unavailable() if device.transport.name == "subprocess" else None
     if why:
         return f"backend {backend_name} {why}"
     formats = [f for f in method.produces if f in backend.loads]
@@ -179,12 +186,19 @@ def build_plan(suite: Suite, source: SuiteSource, families: Families | None = No
             ["accuracy", "dataset"],
             f"unknown dataset {suite.accuracy.dataset!r} (known: auto, {', '.join(fam.datasets)})",
         )
-    for d_index, device in enumerate(devices):
-        if device.transport.name not in fam.transports:
-            raise source.error(
-                ["devices", d_index],
-                f"device {device.name}: unknown transport {device.transport.name!r}",
-            )
+    # A device whose transport is not installed (ssh, adb, ... from a plugin package) keeps
+    # its cells in the plan, skipped with the reason, like a backend that is not installed.
+    no_transport = {
+        device.name: f"transport {device.transport.name} is not installed "
+        f"(installed: {', '.join(fam.transports.names()) or 'none'})"
+        for device in devices
+        if device.transport.name not in fam.transports
+    }
+
+    powers = {
+        device.name: plan_power(suite.power, device, d_index, fam, source)
+        for d_index, device in enumerate(devices)
+    }
 
     plan = Plan()
     seen: set[str] = set()
@@ -221,7 +235,9 @@ def build_plan(suite: Suite, source: SuiteSource, families: Families | None = No
                 continue  # the same cell listed twice in the suite
             seen.add(cell_id)
             fmt: list[str | None] = [None]
-            reason = _skip_reason(device, bref.name, backend, qm, qtyped, msrc, fmt)
+            reason = no_transport.get(device.name) or _skip_reason(
+                device, bref.name, backend, qm, qtyped, msrc, fmt
+            )
             calibration = {**suite.calibration.model_dump(), "outlier_fraction": fraction}
             plan.cells.append(
                 Cell(
@@ -245,6 +261,7 @@ def build_plan(suite: Suite, source: SuiteSource, families: Families | None = No
                     accuracy=suite.accuracy.model_dump(),
                     calibration=calibration,
                     skip_reason=reason,
+                    power=powers[device.name],
                 )
             )
     return plan

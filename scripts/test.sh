@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # Runs the test suite: sets up .venv (scripts/setup.sh), installs Chromium for the report's
-# browser test where it is missing, lints, then runs pytest. Extra arguments go to pytest.
+# browser test and OpenSSH's server for the ssh transport's test where they are missing,
+# lints, then runs pytest. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-if ! command -v chromium >/dev/null 2>&1; then
-  echo "installing Debian's chromium for the report's browser test" >&2
+# The ssh test starts its own sshd on loopback with throw-away keys; it needs only the binary.
+# (On a host run by systemd, Debian's package also starts its sshd service on port 22.)
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+[ -x /usr/sbin/sshd ] || command -v sshd >/dev/null 2>&1 || missing+=(openssh-server)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing Debian's ${missing[*]} for the tests" >&2
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 # shellcheck disable=SC1091
 . .venv/bin/activate

@@ -1,1 +1,1 @@
-"""qbench.power."""
+"""Power meter plugins (the `power_meters` family): rapl, nvml, http, command. See base.py."""

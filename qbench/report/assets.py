@@ -39,6 +39,10 @@ table.hosts pre { margin: 0; font-size: 12px; max-height: 220px; overflow: auto;
 td.err { max-width: 460px; min-width: 280px; white-space: normal; font-size: 12px; }
 td.id { font-family: ui-monospace, monospace; font-size: 12px; white-space: nowrap; }
 .simnote { display: block; color: var(--sim); font-size: 11px; }
+.hwnote { display: block; color: var(--timeout); font-size: 11px; white-space: normal; }
+.hwwarn { border: 1px solid var(--timeout); background: #fff8f0; border-radius: 6px;
+          padding: 8px 12px; margin: 12px 0; max-width: 1100px; }
+.hwwarn ul { margin: 4px 0; }
 .filters { display: flex; flex-wrap: wrap; gap: 8px 16px; align-items: center;
            margin: 8px 0; }
 .filters input[type=search] { width: 320px; padding: 4px 8px; font: inherit; }

@@ -17,9 +17,11 @@ def build_report_html(runs: Any, results: Any, title: str = "qbench report") -> 
     from qbench.report.assets import CSS, JS
     from qbench.report.charts import build_charts
     from qbench.report.data import latest_per_cell, prepare
+    from qbench.report.hardware import banner, hardware_warnings
     from qbench.report.table import results_table
 
     df = prepare(results)
+    df["hw_warning"], df["hw_short"] = hardware_warnings(df, runs)
     latest = latest_per_cell(df)
     charts = build_charts(latest)
     several = df["run_id"].nunique() > 1
@@ -46,6 +48,7 @@ def build_report_html(runs: Any, results: Any, title: str = "qbench report") -> 
 </head>
 <body>
 {_header(title, runs, df)}
+{banner(df)}
 <h2>Hosts</h2>
 <p class="caption">The machine each run measured on, latest run first.</p>
 {_hosts(runs)}

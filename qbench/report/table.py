@@ -64,7 +64,14 @@ def _speedup(r: Any) -> tuple[str, Any]:
     if r.simulated:
         return f'{DASH} <span class="simnote">simulated: not a speedup</span>', None
     v = num(r.speedup)
-    return (DASH, None) if v is None else (f"{v:.2f}×", v)
+    text, sort = (DASH, None) if v is None else (f"{v:.2f}×", v)
+    warning = getattr(r, "hw_warning", None)
+    if not fmt.is_missing(warning):
+        text += (
+            f' <span class="hwnote" title="{esc(warning)}">⚠ {esc(getattr(r, "hw_short", ""))}'
+            "</span>"
+        )
+    return text, sort
 
 
 def _error(r: Any) -> tuple[str, Any]:
@@ -153,6 +160,8 @@ def results_table(df: Any) -> str:
 def _row(r: Any) -> str:
     status = esc(r.status) or "unknown"
     classes = f"st-{status}" + (" simulated" if r.simulated else "")
+    if not fmt.is_missing(getattr(r, "hw_warning", None)):
+        classes += " hwwarned"
     attrs = {"data-cell-id": r.cell_id, "data-run-id": r.run_id, "class": classes}
     attrs.update({f"data-{name}": getattr(r, field) for name, field in FILTERS})
     tds = []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -89,6 +89,44 @@ class Calibration(Strict):
         return value
 
 
+class Power(Strict):
+    """Power and energy. In YAML, a bare mode is shorthand: `power: estimate`."""
+
+    mode: Literal["measure", "estimate", "off"] = Field(
+        default="measure",
+        description="measure: read a power meter (empty, with the reason, where there is none); "
+        "estimate: TDP x CPU utilisation, every figure marked estimated; off: no power columns",
+    )
+    meter: MemberRef | None = Field(
+        default=None,
+        description="power meter (see `qbench list power-meters`); default: the device's "
+        "power_meter, else a sensor of the device itself (rapl on a cpu, nvml on a gpu)",
+    )
+    cadence_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=60,
+        description="seconds between meter reads; default: the meter's own "
+        "(rapl 1, nvml 0.1, http 1, command 1)",
+    )
+    idle_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=600,
+        description="idle baseline measured before the timed window, seconds (0: none)",
+    )
+    tdp_w: float | None = Field(
+        default=None,
+        gt=0,
+        description="TDP for mode estimate, watts; default: the device datasheet's tdp_w",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"mode": value} if isinstance(value, str) else value
+
+
 class Rule(Strict):
     """Cell fields mapped to fnmatch patterns (or lists of them); all given fields must match."""
 
@@ -127,6 +165,9 @@ class Suite(Strict):
     measurement: Measurement = Field(default_factory=Measurement, description="timing settings")
     accuracy: Accuracy = Field(default_factory=Accuracy, description="accuracy settings")
     calibration: Calibration = Field(default_factory=Calibration, description="calibration")
+    power: Power = Field(
+        default_factory=Power, description="power and energy: measure, estimate or off"
+    )
     include: list[Rule] = Field(
         default=[], description="if given, keep only cells matching at least one rule"
     )

@@ -1,0 +1,472 @@
+"""Detect the local host for `qbench devices probe`: CPU, ISA flags, GPUs, Edge TPU, sensors.
+
+The parsers (parse_cpuinfo, ...) are pure functions of text, tested on recorded /proc/cpuinfo
+files of real machines. probe() reads this host and returns a Device-shaped dict that
+`qbench.devices.Device` accepts. Only the standard library is imported at module level; GPU
+and Edge TPU checks import what they need when they run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from qbench.hostinfo import QUANT_FLAGS
+
+# x86 flags: Linux arch/x86/include/asm/cpufeatures.h names; ARM: arch/arm64 hwcap names.
+X86_INT8_FAST = ("avx512_vnni", "avx_vnni", "amx_int8", "avx_vnni_int8")
+X86_FP16_FAST = ("avx512_fp16", "amx_fp16")
+X86_BF16_FAST = ("avx512_bf16", "amx_bf16")
+ARM_INT8_FAST = ("asimddp", "i8mm", "svei8mm")
+ARM_FP16_FAST = ("asimdhp",)
+ARM_BF16_FAST = ("bf16",)
+X86_MARKERS = ("sse2", "avx", "avx2", "fma", "f16c", "avx512f")
+ARM_MARKERS = ("asimd", "fp", "neon", "evtstrm", "cpuid")
+
+# MIDR "CPU part" of Arm Ltd cores (implementer 0x41), as in Linux
+# arch/arm64/include/asm/cputype.h.
+ARM_PARTS = {
+    0xD03: "Cortex-A53",
+    0xD04: "Cortex-A35",
+    0xD05: "Cortex-A55",
+    0xD06: "Cortex-A65",
+    0xD07: "Cortex-A57",
+    0xD08: "Cortex-A72",
+    0xD09: "Cortex-A73",
+    0xD0A: "Cortex-A75",
+    0xD0B: "Cortex-A76",
+    0xD0C: "Neoverse-N1",
+    0xD0D: "Cortex-A77",
+    0xD0E: "Cortex-A76AE",
+    0xD40: "Neoverse-V1",
+    0xD41: "Cortex-A78",
+    0xD42: "Cortex-A78AE",
+    0xD43: "Cortex-A65AE",
+    0xD44: "Cortex-X1",
+    0xD46: "Cortex-A510",
+    0xD47: "Cortex-A710",
+    0xD48: "Cortex-X2",
+    0xD49: "Neoverse-N2",
+    0xD4A: "Neoverse-E1",
+    0xD4B: "Cortex-A78C",
+    0xD4C: "Cortex-X1C",
+    0xD4D: "Cortex-A715",
+    0xD4E: "Cortex-X3",
+    0xD4F: "Neoverse-V2",
+    0xD80: "Cortex-A520",
+    0xD81: "Cortex-A720",
+    0xD82: "Cortex-X4",
+}
+
+# Coral USB Accelerator: 1a6e:089a before its firmware is loaded, 18d1:9302 after
+# (https://coral.ai/docs/accelerator/get-started/, udev rules of libedgetpu).
+EDGETPU_USB_IDS = {
+    ("1a6e", "089a"): "Coral USB Accelerator (Global Unichip, firmware not loaded yet)",
+    ("18d1", "9302"): "Coral USB Accelerator (Google, runtime attached)",
+}
+
+
+# --- pure parsers ------------------------------------------------------------------------------
+
+
+def _blocks(text: str) -> tuple[list[dict[str, str]], dict[str, str]]:
+    """(per-processor key/value blocks, trailing board lines such as ARM's Model/Revision)."""
+    procs: list[dict[str, str]] = []
+    tail: dict[str, str] = {}
+    current: dict[str, str] | None = None
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            current = None if not line.strip() else current
+            continue
+        key, value = key.strip().lower(), value.strip()
+        if key == "processor" and value.isdigit():
+            current = {}
+            procs.append(current)
+        elif current is None:
+            tail[key] = value
+            continue
+        current[key] = value
+    return procs, tail
+
+
+def arm_core_name(implementer: str | None, part: str | None) -> str | None:
+    try:
+        impl, num = int(implementer or "", 16), int(part or "", 16)
+    except ValueError:
+        return None
+    if impl == 0x41:
+        return ARM_PARTS.get(num, f"Arm part {num:#x}")
+    return f"implementer {impl:#x} part {num:#x}"
+
+
+def parse_cpuinfo(text: str) -> dict[str, Any]:
+    """What /proc/cpuinfo says, for x86 and ARM kernels.
+
+    arch: "x86", "arm" or None; model: the CPU model (x86 "model name"; on ARM the core names
+    from implementer/part, e.g. "4x Cortex-A76"); board: ARM's trailing "Model" line (e.g.
+    "Raspberry Pi 5 Model B Rev 1.0") or "Hardware"; processors: logical CPUs listed;
+    physical_cores: from (physical id, core id) pairs on x86, the processor count on ARM (no
+    SMT); mhz: x86 "cpu MHz" of the first processor (current, not max); flags: the flags every
+    processor has (sorted); quant_flags: those of `QUANT_FLAGS`, in that order.
+    """
+    procs, tail = _blocks(text)
+    flag_sets = [set((p.get("flags") or p.get("features") or "").split()) for p in procs]
+    flag_sets = [f for f in flag_sets if f] or [
+        set((tail.get("flags") or tail.get("features") or "").split())
+    ]
+    flags = set.intersection(*flag_sets) if flag_sets else set()
+    first = procs[0] if procs else tail
+    arch = None
+    if "vendor_id" in first or any(f in flags for f in X86_MARKERS[1:]):
+        arch = "x86"
+    elif "cpu implementer" in first or any(f in flags for f in ("asimd", "neon")):
+        arch = "arm"
+    model = first.get("model name") or None
+    if arch == "arm":
+        names: dict[str, int] = {}
+        for p in procs:
+            name = arm_core_name(p.get("cpu implementer"), p.get("cpu part"))
+            if name:
+                names[name] = names.get(name, 0) + 1
+        if names:
+            model = " + ".join(f"{n}x {name}" for name, n in names.items())
+    board = tail.get("model") or tail.get("hardware") or first.get("hardware")
+    physical = None
+    pairs = {(p.get("physical id"), p.get("core id")) for p in procs if "core id" in p}
+    if pairs:
+        physical = len(pairs)
+    elif arch == "arm" and procs:
+        physical = len(procs)
+    mhz = None
+    try:
+        mhz = float(first["cpu mhz"]) if "cpu mhz" in first else None
+    except ValueError:
+        mhz = None
+    return {
+        "arch": arch,
+        "model": model,
+        "board": board,
+        "processors": len(procs),
+        "physical_cores": physical,
+        "mhz": mhz,
+        "flags": sorted(flags),
+        "quant_flags": [f for f in QUANT_FLAGS if f in flags],
+    }
+
+
+def cpu_arch(flags: list[str] | set[str] | tuple[str, ...]) -> str | None:
+    """ "x86" or "arm" from ISA flags alone (what a run row stores), None if they do not say."""
+    have = set(flags)
+    if have & {*X86_MARKERS, *X86_INT8_FAST, *X86_FP16_FAST, *X86_BF16_FAST, "amx_tile"}:
+        return "x86"
+    if have & {*ARM_MARKERS, *ARM_INT8_FAST, *ARM_FP16_FAST, "sve", "sve2", "fphp"}:
+        return "arm"
+    return None
+
+
+def kernel_readiness(flags: list[str] | set[str] | tuple[str, ...]) -> dict[str, str | None]:
+    """For int8, fp16 and bf16: None when the CPU has fast kernels for it, else why not.
+
+    x86 int8 needs VNNI (avx512_vnni, avx_vnni, avx_vnni_int8) or AMX (amx_int8): without
+    them int8 GEMMs go through vpmaddubsw/vpmaddwd sequences that are barely faster than
+    fp32 FMA. ARM int8 needs the dot product (asimddp) or i8mm. fp16 arithmetic needs
+    AVX512-FP16/AMX-FP16 (x86) or asimdhp (ARM); otherwise fp16 kernels convert to fp32.
+    """
+    have, arch = set(flags), cpu_arch(flags)
+    if arch == "x86":
+        int8 = None if have & set(X86_INT8_FAST) else "no VNNI/AMX"
+        fp16 = None if have & set(X86_FP16_FAST) else "no AVX512-FP16/AMX-FP16"
+        bf16 = None if have & set(X86_BF16_FAST) else "no AVX512-BF16/AMX-BF16"
+    elif arch == "arm":
+        int8 = None if have & set(ARM_INT8_FAST) else "no dot product (asimddp) or i8mm"
+        fp16 = None if have & set(ARM_FP16_FAST) else "no fp16 arithmetic (asimdhp)"
+        bf16 = None if have & set(ARM_BF16_FAST) else "no bf16 instructions"
+    else:
+        unknown = "ISA flags unknown"
+        int8 = fp16 = bf16 = unknown
+    return {"int8": int8, "fp16": fp16, "bf16": bf16}
+
+
+def readiness_summary(flags: list[str] | set[str] | tuple[str, ...]) -> str:
+    """One line: what quantized kernels can gain on this CPU."""
+    have, ready = set(flags), kernel_readiness(flags)
+    arch = cpu_arch(flags)
+    if arch is None:
+        return "quantized kernels: ISA flags unknown (no /proc/cpuinfo flags)"
+    base = "avx512" if "avx512f" in have else ("avx2" if "avx2" in have else "sse")
+    if arch == "arm":
+        base = "sve2" if "sve2" in have else ("sve" if "sve" in have else "asimd")
+    fast8 = [f for f in (*X86_INT8_FAST, *ARM_INT8_FAST) if f in have]
+    parts = [
+        f"int8: {ready['int8']} ({base} only): expect little int8 speedup"
+        if ready["int8"]
+        else f"int8: {'+'.join(fast8)}: integer kernels can beat fp32",
+        f"fp16: {ready['fp16']}: fp16 runs as fp32"
+        if ready["fp16"]
+        else "fp16: native fp16 arithmetic",
+        f"bf16: {ready['bf16']}: bf16 runs as fp32" if ready["bf16"] else "bf16: native bf16",
+    ]
+    return "; ".join(parts)
+
+
+def parse_nvidia_smi(text: str) -> list[dict[str, Any]]:
+    """Rows of `nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap
+    --format=csv,noheader,nounits`."""
+    gpus = []
+    for line in text.splitlines():
+        cols = [c.strip() for c in line.split(",")]
+        if len(cols) < 4 or not cols[0]:
+            continue
+        gpu: dict[str, Any] = {"name": cols[0], "vendor": "nvidia", "driver": cols[2]}
+        with contextlib.suppress(ValueError):
+            gpu["memory_gb"] = round(float(cols[1]) / 1024, 1)
+        if re.fullmatch(r"\d+\.\d+", cols[3]):
+            gpu["compute_capability"] = cols[3]
+        gpus.append(gpu)
+    return gpus
+
+
+# --- readers of this host ----------------------------------------------------------------------
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return None
+
+
+def cpu_frequency(sys_cpu: Path = Path("/sys/devices/system/cpu")) -> dict[str, Any]:
+    """max/min/current MHz from cpufreq (the fastest core on big.LITTLE), with the source."""
+    out: dict[str, Any] = {}
+    maxes, mins, curs = [], [], []
+    for folder in sorted(sys_cpu.glob("cpu[0-9]*/cpufreq")):
+        for name, into in (
+            ("cpuinfo_max_freq", maxes),
+            ("cpuinfo_min_freq", mins),
+            ("scaling_cur_freq", curs),
+        ):
+            text = _read(folder / name)
+            if text and text.isdigit():
+                into.append(int(text) / 1000)
+    if maxes:
+        out = {"max_mhz": max(maxes), "min_mhz": min(mins) if mins else None}
+        if curs:
+            out["current_mhz"] = round(sum(curs) / len(curs), 1)
+        out["source"] = "cpufreq"
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def detect_gpus() -> dict[str, Any]:
+    """GPUs through NVML (pynvml), else nvidia-smi, else torch.cuda: {"gpus": [...], "via"}.
+
+    torch is imported only when a GPU driver is present (/proc/driver/nvidia, /dev/nvidia0,
+    /dev/kfd for ROCm), so a host without one is answered in milliseconds.
+    """
+    try:
+        import pynvml  # type: ignore[import-not-found]
+    except ImportError:
+        pynvml = None
+    nvml_error = "pynvml not installed"
+    if pynvml is not None:
+        try:
+            pynvml.nvmlInit()
+            gpus = []
+            for i in range(pynvml.nvmlDeviceGetCount()):
+                handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+                name = pynvml.nvmlDeviceGetName(handle)
+                mem = pynvml.nvmlDeviceGetMemoryInfo(handle).total
+                major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
+                gpus.append(
+                    {
+                        "name": name.decode() if isinstance(name, bytes) else str(name),
+                        "vendor": "nvidia",
+                        "memory_gb": round(mem / 2**30, 1),
+                        "compute_capability": f"{major}.{minor}",
+                    }
+                )
+            driver = pynvml.nvmlSystemGetDriverVersion()
+            for gpu in gpus:
+                gpu["driver"] = driver.decode() if isinstance(driver, bytes) else str(driver)
+            pynvml.nvmlShutdown()
+            return {"gpus": gpus, "via": "nvml"}
+        except Exception as exc:  # NVML present but no driver/GPU: try the others
+            nvml_error = f"nvml: {exc}"
+    driver_files = ("/proc/driver/nvidia/version", "/dev/nvidia0", "/dev/kfd")
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            text = subprocess.run(
+                [
+                    smi,
+                    "--query-gpu=name,memory.total,driver_version,compute_cap",
+                    "--format=csv,noheader,nounits",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=20,
+                check=True,
+            ).stdout
+            gpus = parse_nvidia_smi(text)
+            if gpus:
+                return {"gpus": gpus, "via": "nvidia-smi"}
+        except (OSError, subprocess.SubprocessError):
+            pass
+    if not any(Path(p).exists() for p in driver_files):
+        return {"gpus": [], "via": f"none: no GPU driver ({nvml_error}; no /dev/nvidia0, /dev/kfd)"}
+    try:
+        import torch
+    except ImportError:
+        return {"gpus": [], "via": f"none: {nvml_error}; torch not installed"}
+    if not torch.cuda.is_available():
+        return {"gpus": [], "via": f"torch {torch.__version__}: cuda not available"}
+    gpus = []
+    for i in range(torch.cuda.device_count()):
+        props = torch.cuda.get_device_properties(i)
+        gpus.append(
+            {
+                "name": props.name,
+                "vendor": "amd" if getattr(torch.version, "hip", None) else "nvidia",
+                "memory_gb": round(props.total_memory / 2**30, 1),
+                "compute_capability": f"{props.major}.{props.minor}",
+            }
+        )
+    return {"gpus": gpus, "via": f"torch {torch.__version__}"}
+
+
+def usb_ids(root: Path = Path("/sys/bus/usb/devices")) -> list[tuple[str, str]]:
+    ids = []
+    for dev in sorted(root.glob("*")):
+        vendor, product = _read(dev / "idVendor"), _read(dev / "idProduct")
+        if vendor and product:
+            ids.append((vendor.lower(), product.lower()))
+    return ids
+
+
+def detect_edgetpu(
+    usb_root: Path = Path("/sys/bus/usb/devices"), dev: Path = Path("/dev")
+) -> dict[str, Any]:
+    """Coral Edge TPUs on USB (by vendor:product id) and PCIe (/dev/apex_N), and whether the
+    runtime library libedgetpu can be found (without loading it)."""
+    usb = [
+        f"{v}:{p} {EDGETPU_USB_IDS[(v, p)]}"
+        for v, p in usb_ids(usb_root)
+        if (v, p) in EDGETPU_USB_IDS
+    ]
+    pcie = [str(p) for p in sorted(dev.glob("apex_*"))]
+    out: dict[str, Any] = {"usb": usb, "pcie": pcie}
+    try:
+        from qbench.backends.edgetpu import edgetpu_unavailable_reason, find_edgetpu_library
+
+        out["library"] = find_edgetpu_library()
+        out["library_missing"] = edgetpu_unavailable_reason()
+    except Exception as exc:  # the backend module needs numpy etc.; report, do not fail
+        out["library"] = None
+        out["library_missing"] = f"cannot check: {exc}"
+    out["present"] = bool(usb or pcie)
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def power_sensors(
+    powercap: Path = Path("/sys/class/powercap"), hwmon: Path = Path("/sys/class/hwmon")
+) -> dict[str, Any]:
+    """Energy/power counters the kernel exposes: RAPL zones (powercap) and hwmon chips with
+    power or energy inputs (INA3221 on Jetson, amdgpu, ...). Facts only: no meter is run."""
+    rapl = []
+    for zone in sorted(powercap.glob("*")):
+        name = _read(zone / "name")
+        if name and (zone / "energy_uj").exists():
+            readable = os.access(zone / "energy_uj", os.R_OK)
+            rapl.append(f"{zone.name} ({name}{'' if readable else ', energy_uj not readable'})")
+    chips = []
+    for chip in sorted(hwmon.glob("hwmon*")):
+        inputs = sorted(
+            p.name for p in chip.glob("*_input") if p.name.startswith(("power", "energy"))
+        )
+        if inputs:
+            chips.append(f"{chip.name} ({_read(chip / 'name') or '?'}: {', '.join(inputs)})")
+    return {"rapl": rapl, "hwmon": chips}
+
+
+def available_backends() -> dict[str, str]:
+    """Backend name -> "ok" or why it cannot run here (loads the plugin registry: ~0.5 s)."""
+    from qbench.plugins import load_all
+
+    fam = load_all()
+    out = {}
+    for name in fam.backends.names():
+        try:
+            why = fam.backends.get(name)().unavailable()
+        except Exception as exc:
+            why = f"error: {exc}"
+        out[name] = why or "ok"
+    return out
+
+
+def _physical_cores() -> int | None:
+    try:
+        import psutil
+
+        return psutil.cpu_count(logical=False)
+    except Exception:
+        return None
+
+
+def probe(name: str | None = None) -> dict[str, Any]:
+    """This host as a Device-shaped dict (qbench.devices.Device accepts it)."""
+    text = _read(Path("/proc/cpuinfo")) or ""
+    cpu = parse_cpuinfo(text)
+    freq = cpu_frequency()
+    if "max_mhz" not in freq and cpu["mhz"]:
+        freq = {"current_mhz": cpu["mhz"], "source": "/proc/cpuinfo (current, not max)"}
+    gpus = detect_gpus()
+    edgetpu = detect_edgetpu()
+    host = socket.gethostname()
+    model = cpu["model"] or platform.processor() or platform.machine()
+    isa = list(cpu["quant_flags"])
+    if gpus["gpus"]:
+        isa.append("cuda" if any(g["vendor"] == "nvidia" for g in gpus["gpus"]) else "rocm")
+    if edgetpu["present"]:
+        isa.append("edgetpu")
+    facts: dict[str, Any] = {
+        "host": host,
+        "probed_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "os": f"{platform.system()} {platform.release()}",
+        "machine": platform.machine(),
+        "cpu_model": model,
+        "board": cpu["board"],
+        "cores_logical": os.cpu_count(),
+        "cores_physical": _physical_cores() or cpu["physical_cores"],
+        "frequency": freq,
+        "cpu_flags": cpu["quant_flags"],
+        "readiness": {k: v or "ok" for k, v in kernel_readiness(cpu["quant_flags"]).items()},
+        "gpus": gpus["gpus"],
+        "gpu_probe": gpus["via"],
+        "edgetpu": edgetpu,
+        "power_sensors": power_sensors(),
+        "backends": available_backends(),
+    }
+    desc = model + (f" ({cpu['board']})" if cpu["board"] else "")
+    if gpus["gpus"]:
+        desc += " + " + ", ".join(g["name"] for g in gpus["gpus"])
+    return {
+        "name": name or _device_name(host),
+        "description": f"{desc}, probed on {host}",
+        "kind": "cpu",
+        "isa_features": isa,
+        "transport": "subprocess",
+        "probe": {k: v for k, v in facts.items() if v not in (None, "")},
+    }
+
+
+def _device_name(host: str) -> str:
+    return re.sub(r"[^a-z0-9_-]+", "-", host.lower()).strip("-") or "probed"

@@ -1,0 +1,366 @@
+"""Measure on another machine over ssh: prepare here, measure there, one JSON row back.
+
+    transport:
+      name: ssh
+      params: {host: devboard.local, user: mendel, key: ~/.ssh/id_ed25519}
+
+Prepare runs on this host exactly as with the subprocess transport (the host has the
+compilers, torch and the artifact cache). Then, through the system `ssh` client:
+
+1. one connection per cell (an OpenSSH control master, BatchMode: never a password prompt),
+   opened before prepare so an unreachable device fails the cell at once;
+2. a fresh folder REMOTE_TMP/qbench-RANDOM receives, as one tar stream, cell.json, the
+   artifact (with its metadata), the eval inputs, the fp32 reference outputs and a
+   prepared.json whose paths name those copies;
+3. `REMOTE_PYTHON -m qbench.agent measure` runs there under `timeout` with the cell's thread
+   variables, the forwarded QBENCH_PLUGINS and the device file's `env`; the ssh call itself
+   is guarded too, in case the connection hangs;
+4. measure.json comes back with `cat`, and is merged with prepare's result as the subprocess
+   transport does;
+5. whatever happened, the stage's process group is killed and the folder removed.
+
+The device needs Python with qbench and the backend's runtime installed (`pip install
+qbench[litert]` or similar), and a POSIX `sh` with `tar`, `timeout`, `cat` and `kill`.
+Host keys: accepted on first use into a known_hosts file private to the cell unless
+`known_hosts` names one to pin them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import posixpath
+import secrets
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from qbench.params import Params
+from qbench.plan import Cell
+from qbench.plugins import transports
+from qbench.transports import _remote
+from qbench.transports.base import Transport
+from qbench.transports.subprocess import THREAD_VARS, run_stage, wait_blocking
+
+# Seconds the local guard allows beyond the remote `timeout` (connection setup, teardown).
+GUARD_S = 15
+# Seconds for each housekeeping call (mkdir + upload have their own, size-based budget).
+HOUSEKEEPING_S = 60
+
+
+class SshParams(Params):
+    host: str = Field(description="host name or address of the device (or a ~/.ssh/config Host)")
+    user: str | None = Field(
+        default=None, description="login user (default: ~/.ssh/config's, else the current user)"
+    )
+    port: int = Field(default=22, ge=1, le=65535, description="sshd port")
+    key: str | None = Field(default=None, description="private key file (default: ssh's own)")
+    remote_python: str = Field(
+        default="python3", description="interpreter on the device that runs qbench's agent"
+    )
+    remote_tmp: str = Field(
+        default="/tmp",
+        description="folder on the device under which each cell gets its own, removed after",
+    )
+    connect_timeout: int = Field(default=10, ge=1, description="seconds to establish a connection")
+    known_hosts: str | None = Field(
+        default=None,
+        description="known_hosts file pinning the device's host key "
+        "(default: a file private to the cell, key accepted on first use)",
+    )
+    forward_env: list[str] = Field(
+        default=list(_remote.FORWARDED_ENV_DEFAULT),
+        description="host environment variables passed on to the device when set",
+    )
+    env: dict[str, str] = Field(default={}, description="extra environment on the device")
+    options: list[str] = Field(
+        default=[], description="extra ssh -o options (KEY=VALUE), applied before qbench's own"
+    )
+    multiplex: bool = Field(
+        default=True, description="one ssh connection per cell (OpenSSH ControlMaster)"
+    )
+
+
+class _Ssh:
+    """The system ssh client, configured once per cell."""
+
+    def __init__(self, params: SshParams, workdir: Path) -> None:
+        self.params = params
+        self.workdir = workdir
+        self.dest = f"{params.user}@{params.host}" if params.user else params.host
+        self.where = f"{self.dest}:{params.port}" if params.port != 22 else self.dest
+        self.known_hosts = (
+            os.path.expanduser(params.known_hosts)
+            if params.known_hosts
+            else str(workdir / "known_hosts")
+        )
+        # Unix sockets have a ~100-byte path limit: keep the control socket short, in /tmp.
+        self.control_dir = Path(tempfile.mkdtemp(prefix="qb-ssh-")) if params.multiplex else None
+        self.master = False
+
+    def argv(self, *extra: str) -> list[str]:
+        p = self.params
+        args = ["ssh", "-T", "-p", str(p.port)]
+        for option in p.options:  # ssh keeps the first value given: these win
+            args += ["-o", option]
+        args += [
+            "-o", "BatchMode=yes",
+            "-o", f"ConnectTimeout={p.connect_timeout}",
+            "-o", "StrictHostKeyChecking=accept-new",
+            "-o", f"UserKnownHostsFile={self.known_hosts}",
+            "-o", "LogLevel=ERROR",
+            "-o", "ServerAliveInterval=15",
+            "-o", "ServerAliveCountMax=4",
+        ]  # fmt: skip
+        if p.key:
+            args += ["-i", os.path.expanduser(p.key), "-o", "IdentitiesOnly=yes"]
+        if self.control_dir is not None:
+            args += ["-o", f"ControlPath={self.control_dir}/c"]
+        return [*args, *extra]
+
+    def open(self) -> str | None:
+        """Connect (the control master when multiplexing). None, or why it failed."""
+        log = self.workdir / "ssh-connect.stderr"
+        if self.control_dir is not None:
+            argv = self.argv(
+                "-o", "ControlMaster=yes", "-o", "ControlPersist=600", "-f", "-N", self.dest
+            )
+        else:
+            argv = self.argv(self.dest, "true")
+        with open(log, "wb") as err:
+            try:
+                proc = subprocess.run(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                    timeout=self.params.connect_timeout + GUARD_S,
+                )
+            except subprocess.TimeoutExpired:
+                return f"no answer within {self.params.connect_timeout + GUARD_S} s"
+        if proc.returncode != 0:
+            return _remote.last_line(log.read_text(errors="replace")) or (
+                f"ssh exited with code {proc.returncode}"
+            )
+        self.master = self.control_dir is not None
+        return None
+
+    def command(self, script: str) -> list[str]:
+        """ssh argv running `script` with sh on the device, whatever the login shell is."""
+        mux = ["-o", "ControlMaster=no"] if self.control_dir is not None else []
+        return self.argv(*mux, self.dest, "sh -c " + shlex.quote(script))
+
+    def run(
+        self, script: str, timeout: float, stdin: bytes | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            self.command(script),
+            input=stdin,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+        )
+
+    def close(self) -> None:
+        if self.master:
+            subprocess.run(
+                self.argv("-O", "exit", self.dest),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=HOUSEKEEPING_S,
+            )
+            self.master = False
+        if self.control_dir is not None:
+            shutil.rmtree(self.control_dir, ignore_errors=True)
+
+
+def _tar_stream(members: list[tuple[Path | bytes, str]], fh: Any) -> int:
+    """Write (local file or bytes, name) members as a ustar stream; return payload bytes."""
+    total = 0
+    with tarfile.open(fileobj=fh, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
+        for source, name in members:
+            info = tarfile.TarInfo(name)
+            info.mtime = int(time.time())
+            info.mode = 0o644
+            if isinstance(source, bytes):
+                info.size = len(source)
+                tar.addfile(info, io.BytesIO(source))
+            else:
+                info.size = source.stat().st_size
+                with open(source, "rb") as src:
+                    tar.addfile(info, src)
+            total += info.size
+    return total
+
+
+def _failed(error: str, **extra: Any) -> dict[str, Any]:
+    return {"status": "failed", "error": error, **extra}
+
+
+@transports.register
+class SshTransport(Transport):
+    name = "ssh"
+    description = "prepare here, measure on another machine over ssh (qbench's agent there)"
+    Params = SshParams
+
+    def run_cell(self, cell: Cell, workdir: Path, params: Params) -> dict[str, Any]:
+        assert isinstance(params, SshParams)
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "cell.json").write_text(json.dumps(cell.to_json()))
+        deadline = time.monotonic() + cell.measurement["timeout_s"]
+        if shutil.which("ssh") is None:
+            return _failed("ssh transport: no `ssh` client on this host (install openssh-client)")
+        conn = _Ssh(params, workdir)
+        remote_dir: str | None = None
+        try:
+            why = conn.open()
+            if why is not None:
+                return _failed(f"ssh: cannot reach {conn.where}: {why}")
+
+            env = dict(os.environ)
+            env.update(dict.fromkeys(THREAD_VARS, str(os.cpu_count() or 1)))
+            prepared = run_stage(sys.executable, "prepare", workdir, env,
+                                 deadline - time.monotonic())  # fmt: skip
+            if prepared.get("status") != "ok":
+                return {**prepared, "error": f"prepare: {prepared.get('error', '')}"}
+            (workdir / "prepared.json").write_text(json.dumps(prepared))
+
+            remote_dir = posixpath.join(params.remote_tmp, f"qbench-{secrets.token_hex(8)}")
+            started = time.monotonic()
+            problem = self._upload(conn, cell, prepared, remote_dir, deadline)
+            if problem is not None:
+                return {**prepared, **problem}
+            copy_s = time.monotonic() - started
+
+            measured, fetch_s = self._measure(conn, cell, params, remote_dir, deadline)
+            copy_s += fetch_s
+            note = f"measured over ssh on {conn.where}; copying files took {copy_s:.2f} s"
+            merged = _remote.merge(prepared, measured, note)
+            merged["remote_host"] = conn.where
+            merged["copy_s"] = copy_s
+            return merged
+        except subprocess.TimeoutExpired as exc:
+            return {"status": "timeout", "error": f"ssh to {conn.where}: {exc}"}
+        except OSError as exc:
+            return _failed(f"ssh to {conn.where}: {type(exc).__name__}: {exc}")
+        finally:
+            if remote_dir is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+                    conn.run(_remote.cleanup_script(remote_dir), timeout=HOUSEKEEPING_S)
+            with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+                conn.close()
+
+    @staticmethod
+    def _upload(
+        conn: _Ssh, cell: Cell, prepared: dict[str, Any], remote_dir: str, deadline: float
+    ) -> dict[str, Any] | None:
+        """Create the cell's folder and fill it in one tar stream. None, or a failed result."""
+        files = _remote.measure_files(prepared)
+        on_device = _remote.remote_prepared(prepared, files, remote_dir)
+        members: list[tuple[Path | bytes, str]] = [
+            (json.dumps(cell.to_json()).encode(), "cell.json"),
+            (json.dumps(on_device).encode(), "prepared.json"),
+            *((local, name) for _, local, name in files),
+        ]
+        q = shlex.quote
+        parent = posixpath.dirname(remote_dir)
+        script = (
+            f"mkdir -p {q(parent)} && mkdir -m 700 {q(remote_dir)} && "
+            f"tar -x -f - -C {q(remote_dir)}"
+        )
+        log = conn.workdir / "ssh-upload.stderr"
+        with open(log, "wb") as err:
+            proc = subprocess.Popen(
+                conn.command(script),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                start_new_session=True,
+            )
+            assert proc.stdin is not None
+            try:  # a device that fails early (no space, no tar) closes the pipe: its error wins
+                _tar_stream(members, proc.stdin)
+            except (BrokenPipeError, ValueError):
+                pass
+            finally:
+                with contextlib.suppress(BrokenPipeError, ValueError):
+                    proc.stdin.close()
+            if not wait_blocking(proc, max(1.0, deadline - time.monotonic())):
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return _remote.timeout_result("copying files to the device", 0)
+        if proc.returncode != 0:
+            why = _remote.last_line(log.read_text(errors="replace"))
+            return _failed(
+                f"ssh: copying files to {conn.where}:{remote_dir} failed "
+                f"(exit code {proc.returncode}){': ' + why if why else ''}"
+            )
+        return None
+
+    @staticmethod
+    def _measure(
+        conn: _Ssh, cell: Cell, params: SshParams, remote_dir: str, deadline: float
+    ) -> tuple[dict[str, Any], float]:
+        """Run measure on the device; (its result, seconds spent fetching it)."""
+        limit = deadline - time.monotonic()
+        if limit <= 0:
+            return _remote.timeout_result("measure", 0), 0.0
+        env = _remote.remote_env(cell, remote_dir, dict(os.environ), params.forward_env, params.env)
+        argv = [
+            params.remote_python, "-m", "qbench.agent", "measure",
+            posixpath.join(remote_dir, "cell.json"), posixpath.join(remote_dir, "measure.json"),
+        ]  # fmt: skip
+        script = _remote.stage_script(remote_dir, argv, env, limit, "measure")
+        log = conn.workdir / "ssh-measure.stderr"
+        with open(log, "wb") as err:
+            proc = subprocess.Popen(
+                conn.command(script),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                start_new_session=True,
+            )
+            # The device's `timeout` stops the stage; this guard only catches a hung link.
+            if not wait_blocking(proc, limit + _remote.KILL_AFTER_S + GUARD_S):
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return _remote.timeout_result("measure", limit), 0.0
+        code = proc.returncode
+        if code == _remote.TIMEOUT_EXIT:
+            return _remote.timeout_result("measure", limit), 0.0
+        if code == 255:  # ssh's own failure (the agent never exits 255)
+            why = _remote.last_line(log.read_text(errors="replace"))
+            return _failed(f"ssh to {conn.where} failed during measure: {why or 'exit 255'}"), 0.0
+
+        started = time.monotonic()
+        fetched = conn.run(
+            f"cat {shlex.quote(posixpath.join(remote_dir, 'measure.json'))}",
+            timeout=HOUSEKEEPING_S,
+        )
+        fetch_s = time.monotonic() - started
+        result = (
+            _remote.load_json_text(fetched.stdout.decode(errors="replace"))
+            if fetched.returncode == 0
+            else None
+        )
+        if result is not None:
+            return result, fetch_s
+        tail = conn.run(
+            f"tail -n 20 {shlex.quote(posixpath.join(remote_dir, 'measure.stderr'))}",
+            timeout=HOUSEKEEPING_S,
+        )
+        stderr_tail = _remote.last_line(tail.stdout.decode(errors="replace"))
+        return _failed(
+            _remote.describe_remote_exit("measure", code, stderr_tail, conn.where)
+        ), fetch_s
