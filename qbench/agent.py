@@ -151,8 +151,13 @@ def prepare(cell: Cell) -> dict[str, Any]:
     artifact, cached = cached_file(
         "artifacts", key, suffix, lambda tmp: method.make(fmt, params, ctx, tmp)
     )
+    meta = read_meta(artifact)  # packed_bytes, layer_bits_json, artifact_notes, ...
+    macs, macs_note = _model_macs(loaded.sha256, tuple(dataset.input_shape), fp32_onnx)
+    if macs_note:
+        meta["artifact_notes"] = [*meta.get("artifact_notes", []), macs_note]
     return {
-        **read_meta(artifact),  # packed_bytes, layer_bits_json, artifact_notes, ...
+        **meta,
+        "model_macs": macs,
         "artifact_path": str(artifact),
         "artifact_cached": cached,
         "artifact_bytes": artifact.stat().st_size,
@@ -169,6 +174,31 @@ def prepare(cell: Cell) -> dict[str, Any]:
         "labelled": dataset.labelled,
         "label_note": dataset.label_note,
     }
+
+
+def _model_macs(
+    model_sha: str, input_shape: tuple[int, ...], fp32_onnx: Any
+) -> tuple[int | None, str | None]:
+    """MACs of one fp32 inference from the fp32 ONNX graph, cached per model; (None, why) when
+    the graph cannot be exported or counted (the cell goes on without the figure)."""
+    from qbench.measure.opcount import count_macs
+
+    def build(tmp: Path) -> None:
+        counted = count_macs(fp32_onnx())
+        tmp.write_text(json.dumps({**counted, "input_shape": list(input_shape)}))
+
+    try:
+        path, _ = cached_file(
+            "opcount", {"model_sha": model_sha, "shape": list(input_shape), "v": 1}, ".json",
+            build,
+        )  # fmt: skip
+        counted = json.loads(path.read_text())
+    except Exception as exc:  # no op count is no reason to fail the cell
+        return None, f"model_macs empty: op count failed ({type(exc).__name__}: {exc})"
+    note = None
+    if counted["uncounted"]:
+        note = f"model_macs leaves out {len(counted['uncounted'])} node(s) of unknown shape"
+    return int(counted["macs"]), note
 
 
 def _batch_of(x: np.ndarray, batch: int) -> np.ndarray:

@@ -35,6 +35,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the plan (runnable and skipped cells) and stop",
     )
+    run.add_argument(
+        "--executor",
+        default="local",
+        metavar="NAME[:ADDRESS]",
+        help="where cells run: local (default, one at a time here) or ray[:ADDRESS] (each cell "
+        "on a node of a Ray cluster holding the resource dev:DEVICE; ADDRESS e.g. HOST:6379, "
+        "default RAY_ADDRESS or a local cluster; see `qbench list executors`)",
+    )
     out = run.add_mutually_exclusive_group()
     out.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     out.add_argument(

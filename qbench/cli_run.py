@@ -90,6 +90,24 @@ def _print_summary(summary: Any, report: Path | None) -> None:
         print(f"report: {report}")
 
 
+def _executor(spec: str, cells: list[Cell]) -> str:
+    """`NAME[:ADDRESS]` -> the executor's name, after its preflight (connect, check devices)."""
+    from qbench.plugins import load_all
+
+    name, sep, address = spec.partition(":")
+    cls = load_all().executors.get(name)  # RegistryError (a ValueError): one line, exit 2
+    fields = cls.Params.model_fields
+    if sep and "address" not in fields:
+        raise ValueError(f"--executor {spec}: executor {name} takes no address")
+    if sep and not address:
+        raise ValueError(f"--executor {spec}: the address after ':' is empty")
+    preflight = getattr(cls, "preflight", None)
+    if preflight is not None:  # fails fast before the run writes anything (ValueError: exit 2)
+        params = cls.Params(address=address) if sep else cls.Params()
+        preflight(cls(), cells, params)
+    return name
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from qbench.runner import load_plan, run_plan
 
@@ -103,9 +121,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.no_report
         else Path(args.report or suite.report or f"reports/{suite.name}.html")
     )
+    executor = _executor(args.executor, plan.runnable)
     progress = _Progress(len(plan.runnable), not (args.quiet or args.json))
     try:
-        summary = run_plan(plan, suite.name, str(args.suite), text, store, progress)
+        summary = run_plan(
+            plan, suite.name, str(args.suite), text, store, progress, executor=executor
+        )
     finally:
         progress.close()
     if report_path is not None and summary.rows:

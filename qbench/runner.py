@@ -68,6 +68,11 @@ def assemble_row(
     row["notes"] = [*method_notes, *result.get("artifact_notes", []), *(row.get("notes") or [])]
     row["started_at"] = started
     row["duration_s"] = duration
+    # A parallel executor (ray) times each cell where it ran; the host only sees arrivals.
+    ran_from, ran_to = result.get("executor_started_at"), result.get("executor_finished_at")
+    if ran_from and ran_to:
+        row["started_at"] = datetime.fromisoformat(ran_from)
+        row["duration_s"] = (datetime.fromisoformat(ran_to) - row["started_at"]).total_seconds()
     if row.get("status") != "ok":
         row.setdefault("status", "failed")
     return row

@@ -17,6 +17,7 @@ def build_report_html(runs: Any, results: Any, title: str = "qbench report") -> 
     from qbench.report.assets import CSS, JS
     from qbench.report.charts import build_charts
     from qbench.report.data import latest_per_cell, prepare
+    from qbench.report.devices_view import devices_section
     from qbench.report.hardware import banner, hardware_warnings
     from qbench.report.table import results_table
 
@@ -24,6 +25,7 @@ def build_report_html(runs: Any, results: Any, title: str = "qbench report") -> 
     df["hw_warning"], df["hw_short"] = hardware_warnings(df, runs)
     latest = latest_per_cell(df)
     charts = build_charts(latest)
+    devices = devices_section(latest)
     several = df["run_id"].nunique() > 1
     chart_note = (
         " The store holds several runs: the charts use the latest row of each cell; "
@@ -55,6 +57,7 @@ def build_report_html(runs: Any, results: Any, title: str = "qbench report") -> 
 <h2>Charts</h2>
 <p class="caption">From cells with status ok only.{esc(chart_note)}</p>
 {chart_html}
+{devices}
 <h2>All results</h2>
 <p class="caption">Every row of the store, skipped, failed and timed-out cells included with
 their reason. Click a header to sort (blanks stay last); type in the box to keep the rows that

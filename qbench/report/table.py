@@ -74,6 +74,18 @@ def _speedup(r: Any) -> tuple[str, Any]:
     return text, sort
 
 
+def _energy(r: Any) -> tuple[str, Any]:
+    """Energy per inference with its provenance: an estimate is never shown as a measurement
+    (older stores have no power columns: a dash)."""
+    value = num(getattr(r, "energy_per_inference_mj", None))
+    provenance = getattr(r, "power_provenance", None)
+    note = getattr(r, "power_note", None)
+    if value is None or fmt.is_missing(provenance):
+        tip = "" if fmt.is_missing(note) else f' title="{esc(note)}"'
+        return f"<span{tip}>{DASH}</span>", None
+    return f"{value:.3g} <i>({esc(provenance)})</i>", value
+
+
 def _error(r: Any) -> tuple[str, Any]:
     parts = [] if fmt.is_missing(r.error) else [f"<b>{esc(r.error)}</b>"]
     parts += [esc(n) for n in fmt.text_list(r.notes)]
@@ -127,6 +139,14 @@ COLUMNS: tuple[Col, ...] = (
         "share of inputs whose top-1 class equals fp32's",
     ),
     Col("SQNR dB", "num", _number("output_sqnr_db", lambda v: fmt.fixed(v, 1)), "n"),
+    Col(
+        "energy mJ/inf",
+        "num",
+        _energy,
+        "n",
+        "energy per inference above the idle baseline: measured, or estimated (marked); a dash "
+        "says why not in its tooltip and the notes",
+    ),
     Col(
         "speedup vs fp32",
         "num",
