@@ -201,3 +201,8 @@ def load_json_text(text: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return data if isinstance(data, dict) else None
+
+
+def failed(error: str, **extra: Any) -> dict[str, Any]:
+    """A stage result that failed with a one-line reason."""
+    return {"status": "failed", "error": error, **extra}

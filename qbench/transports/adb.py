@@ -47,6 +47,7 @@ from qbench.params import Params
 from qbench.plan import Cell
 from qbench.plugins import transports
 from qbench.transports import _remote
+from qbench.transports._remote import failed as _failed
 from qbench.transports.base import Transport
 from qbench.transports.subprocess import THREAD_VARS, run_stage, wait_blocking
 
@@ -335,10 +336,6 @@ class _Adb:
 
 def _skipped(reason: str) -> dict[str, Any]:
     return {"status": "skipped", "error": reason}
-
-
-def _failed(error: str) -> dict[str, Any]:
-    return {"status": "failed", "error": error}
 
 
 @transports.register

@@ -50,6 +50,7 @@ from qbench.params import Params
 from qbench.plan import Cell
 from qbench.plugins import transports
 from qbench.transports import _remote
+from qbench.transports._remote import failed as _failed
 from qbench.transports.base import Transport
 from qbench.transports.subprocess import THREAD_VARS, run_stage, wait_blocking
 
@@ -202,10 +203,6 @@ def _tar_stream(members: list[tuple[Path | bytes, str]], fh: Any) -> int:
                     tar.addfile(info, src)
             total += info.size
     return total
-
-
-def _failed(error: str, **extra: Any) -> dict[str, Any]:
-    return {"status": "failed", "error": error, **extra}
 
 
 @transports.register
