@@ -42,11 +42,14 @@ class TfliteOp:
     custom: bool
     inputs: tuple[int, ...]  # tensor indices, -1 for an omitted optional input
     input_types: tuple[str | None, ...]  # element type of each input (None where omitted)
+    outputs: tuple[int, ...] = ()  # tensor indices
 
 
 @dataclass(frozen=True)
 class TfliteGraph:
     ops: tuple[TfliteOp, ...]
+    tensor_names: tuple[str, ...] = ()  # by tensor index
+    tensor_types: tuple[str, ...] = ()  # element type by tensor index (INT8, FLOAT32, ...)
 
     @property
     def op_names(self) -> list[str]:
@@ -93,8 +96,14 @@ def read_tflite_graph(model: Path | bytes) -> TfliteGraph:
             type_names.get(sg.Tensors(t).Type(), str(sg.Tensors(t).Type())) if t >= 0 else None
             for t in inputs
         )
-        ops.append(TfliteOp(name, custom, inputs, types))
-    return TfliteGraph(tuple(ops))
+        outputs = tuple(int(op.Outputs(j)) for j in range(op.OutputsLength()))
+        ops.append(TfliteOp(name, custom, inputs, types, outputs))
+    tensors = [sg.Tensors(t) for t in range(sg.TensorsLength())]
+    return TfliteGraph(
+        tuple(ops),
+        tuple((t.Name() or b"").decode() for t in tensors),
+        tuple(type_names.get(t.Type(), str(t.Type())) for t in tensors),
+    )
 
 
 @dataclass

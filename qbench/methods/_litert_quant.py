@@ -57,17 +57,9 @@ def signature_input(path: Path) -> tuple[str, str]:
 
 def op_counts(path: Path) -> Counter[str]:
     """Operators of the main subgraph by name, read from the flatbuffer."""
-    schema = _schema()
-    model = _model(path)
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    graph = model.Subgraphs(0)
-    ops: Counter[str] = Counter()
-    for i in range(graph.OperatorsLength()):
-        code = model.OperatorCodes(graph.Operators(i).OpcodeIndex())
-        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-        custom = code.CustomCode()
-        ops[custom.decode() if custom else names.get(builtin, str(builtin))] += 1
-    return ops
+    from qbench.backends._tflite_graph import read_tflite_graph
+
+    return Counter(read_tflite_graph(Path(path)).op_names)
 
 
 _WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
@@ -76,25 +68,16 @@ _WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 def weight_dtypes(path: Path) -> Counter[str]:
     """Element types of the CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED weights (input 1),
     followed back through a DEQUANTIZE where the recipe inserted one."""
-    schema = _schema()
-    types = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    model = _model(path)
-    graph = model.Subgraphs(0)
-    ops = [graph.Operators(i) for i in range(graph.OperatorsLength())]
+    from qbench.backends._tflite_graph import read_tflite_graph
 
-    def name(op: Any) -> str:
-        code = model.OperatorCodes(op.OpcodeIndex())
-        return names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "")
-
-    producer = {op.Outputs(0): op for op in ops if op.OutputsLength() and name(op) == "DEQUANTIZE"}
+    graph = read_tflite_graph(Path(path))
+    dequantized = {op.outputs[0]: op.inputs[0] for op in graph.ops
+                   if op.name == "DEQUANTIZE" and op.outputs}  # fmt: skip
     found: Counter[str] = Counter()
-    for op in ops:
-        if name(op) in _WEIGHT_OPS and op.InputsLength() > 1:
-            index = op.Inputs(1)
-            if index in producer:
-                index = producer[index].Inputs(0)
-            found[types.get(graph.Tensors(index).Type(), "?")] += 1
+    for op in graph.ops:
+        if op.name in _WEIGHT_OPS and len(op.inputs) > 1:
+            index = dequantized.get(op.inputs[1], op.inputs[1])
+            found[graph.tensor_types[index].lower()] += 1
     return found
 
 
@@ -158,17 +141,12 @@ def finite_ranges(path: Path, qsvs: dict[str, Any]) -> dict[str, Any]:
     tensors the quantizer ties to it) is infinite and the int8 scale becomes inf, which
     LiteRT refuses. The padding never survives the max pool, so such a pad output takes its
     input's range. Any other infinite range is an error that names the tensor."""
-    schema = _schema()
-    model = _model(path)
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    graph = model.Subgraphs(0)
-    tensor_name = [graph.Tensors(i).Name().decode() for i in range(graph.TensorsLength())]
-    pad_input: dict[str, str] = {}
-    for i in range(graph.OperatorsLength()):
-        op = graph.Operators(i)
-        code = model.OperatorCodes(op.OpcodeIndex())
-        if names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode())) in _PAD_OPS:
-            pad_input[tensor_name[op.Outputs(0)]] = tensor_name[op.Inputs(0)]
+    from qbench.backends._tflite_graph import read_tflite_graph
+
+    graph = read_tflite_graph(Path(path))
+    name = graph.tensor_names
+    pad_input = {name[op.outputs[0]]: name[op.inputs[0]]
+                 for op in graph.ops if op.name in _PAD_OPS}  # fmt: skip
 
     def finite(qsv: dict[str, Any]) -> bool:
         return bool(np.all(np.isfinite(qsv["min"])) and np.all(np.isfinite(qsv["max"])))

@@ -206,3 +206,9 @@ def load_json_text(text: str) -> dict[str, Any] | None:
 def failed(error: str, **extra: Any) -> dict[str, Any]:
     """A stage result that failed with a one-line reason."""
     return {"status": "failed", "error": error, **extra}
+
+
+def measure_argv(python: str, remote_dir: str) -> list[str]:
+    """The agent's measure stage on the device, on the files copied to `remote_dir`."""
+    cell, out = posixpath.join(remote_dir, "cell.json"), posixpath.join(remote_dir, "measure.json")
+    return [python, "-m", "qbench.agent", "measure", cell, out]

@@ -483,10 +483,7 @@ class AdbTransport(Transport):
             return _remote.timeout_result("measure", 0)
         assert params.remote_python is not None
         env = _remote.remote_env(cell, remote_dir, dict(os.environ), params.forward_env, params.env)
-        argv = [
-            params.remote_python, "-m", "qbench.agent", "measure",
-            posixpath.join(remote_dir, "cell.json"), posixpath.join(remote_dir, "measure.json"),
-        ]  # fmt: skip
+        argv = _remote.measure_argv(params.remote_python, remote_dir)
         script = _remote.stage_script(remote_dir, argv, env, limit, "measure")
         code, _ = adb.stage(script, limit, workdir / "adb-measure.log")
         if code is None or code == _remote.TIMEOUT_EXIT:

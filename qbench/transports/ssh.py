@@ -314,10 +314,7 @@ class SshTransport(Transport):
         if limit <= 0:
             return _remote.timeout_result("measure", 0), 0.0
         env = _remote.remote_env(cell, remote_dir, dict(os.environ), params.forward_env, params.env)
-        argv = [
-            params.remote_python, "-m", "qbench.agent", "measure",
-            posixpath.join(remote_dir, "cell.json"), posixpath.join(remote_dir, "measure.json"),
-        ]  # fmt: skip
+        argv = _remote.measure_argv(params.remote_python, remote_dir)
         script = _remote.stage_script(remote_dir, argv, env, limit, "measure")
         log = conn.workdir / "ssh-measure.stderr"
         with open(log, "wb") as err:
