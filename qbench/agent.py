@@ -249,12 +249,18 @@ def measure(cell: Cell, prepared: dict[str, Any]) -> dict[str, Any]:
     power = energy.columns(len(samples) * cell.batch)
     stats = summarize(samples)
 
-    outputs = np.concatenate(
-        [
-            session.predict(np.ascontiguousarray(eval_x[i : i + cell.batch]))
-            for i in range(0, len(eval_x), cell.batch)
-        ]
-    )
+    # A session that computes no outputs (the null backend) returns None: its accuracy and
+    # fidelity columns stay empty, with the reason in the notes.
+    first = session.predict(np.ascontiguousarray(eval_x[: cell.batch]))
+    outputs = None
+    if first is not None:
+        outputs = np.concatenate(
+            [first]
+            + [
+                session.predict(np.ascontiguousarray(eval_x[i : i + cell.batch]))
+                for i in range(cell.batch, len(eval_x), cell.batch)
+            ]
+        )
     row: dict[str, Any] = {
         "runtime_version": backend.version(),
         "load_s": load_s,
@@ -266,15 +272,18 @@ def measure(cell: Cell, prepared: dict[str, Any]) -> dict[str, Any]:
         "latency_samples_ms": samples,
         "throughput_ips": cell.batch * 1000.0 / stats["latency_mean_ms"],
         "peak_rss_mb": peak_rss_mb(),  # read before inspect(), which opens a second session
-        "accuracy_samples": len(eval_x),
-        **fidelity(reference, outputs),
         **power,
     }
     notes: list[str] = energy.row_notes(power)
-    if labels is not None:
-        row.update(accuracy(outputs, labels))
+    if outputs is None:
+        notes.append(f"accuracy empty: the {cell.backend} backend computes no outputs")
     else:
-        notes.append(prepared["label_note"])
+        row["accuracy_samples"] = len(eval_x)
+        row.update(fidelity(reference, outputs))
+        if labels is not None:
+            row.update(accuracy(outputs, labels))
+        else:
+            notes.append(prepared["label_note"])
     inspected = session.inspect()
     notes += inspected.pop("notes", [])
     row.update(inspected)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_ERROR, EXIT_INVALID = 0, 1, 2
+EXIT_OK, EXIT_ERROR, EXIT_INVALID, EXIT_REGRESSION = 0, 1, 2, 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -17,7 +17,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Measure what quantization buys a neural network: models x methods x "
         "backends x devices, from one suite file, into a Parquet store and an HTML report.",
         epilog="Exit codes: 0 the run completed (failed cells are listed, not fatal); "
-        "1 an unexpected error; 2 invalid input (suite, device file, arguments).",
+        "1 an unexpected error; 2 invalid input (suite, device file, arguments, runs that "
+        "cannot be compared); 3 `qbench compare` found a regression (with --fail-on "
+        "regression, the default).",
     )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -56,6 +58,58 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("-o", "--output", required=True, help="HTML file to write")
     report.add_argument("--latest", action="store_true", help="only the latest run")
     report.add_argument("--title", help="page title")
+
+    cmp = sub.add_parser(
+        "compare",
+        help="per cell, the change between two runs with a verdict: regression, improvement "
+        "or no change (exit 3 on a regression)",
+        description="Compare a candidate run with a base run cell by cell. A latency verdict "
+        "needs a significant Mann-Whitney U test on the raw samples AND a change beyond the "
+        "threshold, allowing for the cell's own noise (from its history in the store, else "
+        "its timing rounds). Runs on different hardware are refused.",
+    )
+    cmp.add_argument(
+        "base",
+        help="base run: with --store, `previous` (the latest earlier run on the same "
+        "hardware), `latest` or a run id (prefix); without, a store directory (its latest run)",
+    )
+    cmp.add_argument("candidate", help="candidate run: as BASE (`latest` with --store)")
+    cmp.add_argument("--store", help="store holding both runs (history gives each cell's noise)")
+    cmp.add_argument(
+        "--threshold", type=float, default=0.10, help="relative p50 latency change (0.10)"
+    )
+    cmp.add_argument(
+        "--accuracy-threshold",
+        type=float,
+        default=0.01,
+        help="absolute accuracy change, 0..1 (0.01 = one point)",
+    )
+    cmp.add_argument(
+        "--memory-threshold", type=float, default=0.10, help="relative peak memory change (0.10)"
+    )
+    cmp.add_argument(
+        "--size-threshold", type=float, default=0.01, help="relative artifact size change (0.01)"
+    )
+    cmp.add_argument(
+        "--alpha", type=float, default=0.01, help="significance of the Mann-Whitney test (0.01)"
+    )
+    cmp.add_argument(
+        "--fail-on",
+        choices=["regression", "never"],
+        default="regression",
+        help="exit 3 when a cell regressed or broke (default), or never",
+    )
+    cmp.add_argument("--markdown", metavar="FILE", help="also write the Markdown summary here")
+    cmp.add_argument("--json", metavar="FILE", help="write the JSON summary here (- for stdout)")
+    cmp.add_argument("-q", "--quiet", action="store_true", help="print nothing")
+
+    dash = sub.add_parser(
+        "dashboard",
+        help="offline HTML of a store's history: per-cell trends with change points",
+    )
+    dash.add_argument("store", help="store directory holding the runs to draw")
+    dash.add_argument("-o", "--output", required=True, help="HTML file to write")
+    dash.add_argument("--title", help="page title")
 
     lst = sub.add_parser("list", help="list plugin members (with parameters) or devices")
     lst.add_argument(
@@ -117,6 +171,14 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_report(args)
         if args.command == "devices":
             return cmd_devices(args)
+        if args.command == "compare":
+            from qbench.cli_regress import cmd_compare
+
+            return cmd_compare(args)
+        if args.command == "dashboard":
+            from qbench.cli_regress import cmd_dashboard
+
+            return cmd_dashboard(args)
         return cmd_list(args)
     except SuiteError as exc:
         print(f"qbench: error: {exc}", file=sys.stderr)

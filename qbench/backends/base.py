@@ -18,8 +18,9 @@ class Session:
     def runner(self, x: np.ndarray) -> Callable[[], Any]:
         raise NotImplementedError
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """float32 outputs for a batch of float32 inputs."""
+    def predict(self, x: np.ndarray) -> np.ndarray | None:
+        """float32 outputs for a batch of float32 inputs; None from a session that computes
+        nothing (the null backend), whose accuracy columns then stay empty."""
         raise NotImplementedError
 
     def inspect(self) -> dict[str, Any]:

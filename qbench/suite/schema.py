@@ -26,6 +26,12 @@ class MemberRef(Strict):
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, value: Any) -> Any:
+        # YAML reads a bare `null` as no value at all, so `backends: [null]` would name nothing.
+        if value is None or (isinstance(value, dict) and "name" in value and value["name"] is None):
+            raise ValueError(
+                'empty name: YAML reads a bare null as no value; write "null" (quoted) to '
+                "name the null backend"
+            )
         return {"name": value} if isinstance(value, str) else value
 
 

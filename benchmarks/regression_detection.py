@@ -1,0 +1,188 @@
+"""How well does `qbench compare` tell a real slowdown from noise on this machine?
+
+Runs a small suite over and over, each run a separate `qbench run` process (as nightly runs
+are): a real ONNX Runtime model with fixed threads, and the null backend (a fixed wait).
+Quiet runs q0..qN go to one store; between them, runs s0..sN-1 with QBENCH_NULL_SLOWDOWN
+(default 1.10: the null backend waits 10% longer) go to another. Then:
+
+  no-change pairs   (q_i, q_i+1) for both cells, and (q_i, s_i) for the ONNX Runtime cell,
+                    which the slowdown does not touch: every regression verdict is a false alarm
+  slowdown pairs    (q_i, s_i) for the null cell: every regression verdict is a detection
+
+Each pair is judged twice: as two lone runs (`qbench compare STORE_A STORE_B`: the noise comes
+from the runs' timing rounds) and with the quiet store's history before the base (`qbench
+compare previous latest --store`: the noise comes from the cell's history).
+
+    python benchmarks/regression_detection.py                 # 20 pairs, about 10 minutes
+    python benchmarks/regression_detection.py --pairs 5 --model digits_cnn   # a quick look
+
+Goal (issue 6): at least 95% of 10% slowdowns detected, at most 5% false alarms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_suite(folder: Path, model: str, sleep_ms: float, samples: int) -> Path:
+    path = folder / "detection.yaml"
+    path.write_text(
+        textwrap.dedent(
+            f"""
+            name: detection
+            models: [{model}]
+            methods: [fp32]
+            backends:
+              - onnxruntime
+              - {{name: "null", params: {{sleep_ms: {sleep_ms}}}}}
+            scenario: {{batch: [1], threads: [1]}}
+            measurement: {{warmup: 20, min_iters: 100, min_seconds: 1.0, repeats: 5}}
+            accuracy: {{samples: {samples}}}
+            """
+        ).lstrip()
+    )
+    return path
+
+
+def qbench_run(suite: Path, store: Path, slowdown: float | None) -> None:
+    env = dict(os.environ)
+    env.pop("QBENCH_NULL_SLOWDOWN", None)
+    if slowdown is not None:
+        env["QBENCH_NULL_SLOWDOWN"] = str(slowdown)
+    cmd = [
+        sys.executable,
+        "-m",
+        "qbench.cli",
+        "run",
+        str(suite),
+        "--store",
+        str(store),
+        "--no-report",
+        "-q",
+    ]
+    proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"qbench run failed: {proc.stderr.strip()}")
+
+
+def judge(history: Any, base: str, cand: str, with_history: bool) -> dict[str, Any]:
+    """Cell id -> CellComparison of one pair; without history only the two runs are seen."""
+    from qbench.regress.compare import Thresholds, compare_runs
+
+    if not with_history:
+        history = history[history["run_id"].isin([base, cand])]
+    return {c.cell_id: c for c in compare_runs(history, base, cand, Thresholds()).cells}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pairs", type=int, default=20, help="pairs of each kind (20)")
+    parser.add_argument("--model", default="mobilenet_v2", help="real model on ORT")
+    parser.add_argument("--sleep-ms", type=float, default=2.0, help="null backend wait (2.0)")
+    parser.add_argument("--slowdown", type=float, default=1.10, help="injected factor (1.10)")
+    parser.add_argument("--samples", type=int, default=50, help="accuracy inputs per run")
+    parser.add_argument("--keep", metavar="DIR", help="keep the two stores in DIR")
+    args = parser.parse_args()
+
+    import pandas as pd
+
+    from qbench.regress.history import load_history
+
+    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="qbench-detect-"))
+    root.mkdir(parents=True, exist_ok=True)
+    suite = write_suite(root, args.model, args.sleep_ms, args.samples)
+    quiet_store, slow_store = root / "quiet", root / "slowed"
+    started = time.perf_counter()
+    qbench_run(suite, quiet_store, None)  # q0
+    for i in range(args.pairs):
+        qbench_run(suite, slow_store, args.slowdown)  # s_i
+        qbench_run(suite, quiet_store, None)  # q_i+1
+        print(
+            f"  runs {2 * i + 3}/{2 * args.pairs + 1} ({time.perf_counter() - started:.0f} s)",
+            file=sys.stderr,
+        )
+    quiet, slowed = load_history(quiet_store), load_history(slow_store)
+    q_ids = quiet.drop_duplicates("run_id").sort_values("run_started_at")["run_id"].tolist()
+    s_ids = slowed.drop_duplicates("run_id").sort_values("run_started_at")["run_id"].tolist()
+
+    ort_cell = f"{args.model}/fp32/onnxruntime/local/b1/t1"
+    null_cell = next(c for c in quiet["cell_id"].unique() if "/null" in c)
+    # (kind, cell, base run, candidate run, history the candidate is judged with)
+    cases: list[tuple[str, str, str, str, Any]] = []
+    for i in range(args.pairs):
+        pair_q = quiet
+        pair_s = pd.concat(
+            [
+                quiet[
+                    quiet["run_started_at"]
+                    <= quiet[quiet["run_id"] == q_ids[i]]["run_started_at"].iloc[0]
+                ],
+                slowed[slowed["run_id"] == s_ids[i]],
+            ],
+            ignore_index=True,
+        )
+        # The quiet store's history before q_i+1 is quiet runs only; for s_i it is q0..q_i.
+        cases.append(("no change", null_cell, q_ids[i], q_ids[i + 1], pair_q))
+        cases.append(("no change", ort_cell, q_ids[i], q_ids[i + 1], pair_q))
+        cases.append(("no change", ort_cell, q_ids[i], s_ids[i], pair_s))
+        cases.append(("slowdown", null_cell, q_ids[i], s_ids[i], pair_s))
+
+    print(
+        f"\n{args.pairs} rounds on {args.model} (ORT, 1 thread) and the null backend "
+        f"({args.sleep_ms:g} ms), injected slowdown x{args.slowdown:g}; "
+        f"{time.perf_counter() - started:.0f} s of runs\n"
+    )
+    print("| pairs | cell | n | regression verdicts, runs alone | with history |")
+    print("|---|---|---|---|---|")
+    summary: dict[tuple[str, str], list[int]] = {}
+    ratios: dict[tuple[str, str], list[float]] = {}
+    for kind, cell, base, cand, history in cases:
+        key = (kind, "null" if cell == null_cell else "onnxruntime")
+        counts = summary.setdefault(key, [0, 0, 0])
+        counts[0] += 1
+        for slot, with_history in ((1, False), (2, True)):
+            verdict = judge(history, base, cand, with_history)[cell]
+            counts[slot] += verdict.verdict == "regression"
+            if with_history:
+                change = verdict.change("latency_p50_ms")
+                ratios.setdefault(key, []).append(1 + change.change if change else float("nan"))
+    for (kind, backend), (n, alone, hist) in sorted(summary.items()):
+        what = "detected" if kind == "slowdown" else "false alarms"
+        print(
+            f"| {kind} | {backend} | {n} | {alone}/{n} {what} ({alone / n:.0%}) | "
+            f"{hist}/{n} ({hist / n:.0%}) |"
+        )
+    print("\nmeasured p50 ratios (candidate / base):")
+    for (kind, backend), rs in sorted(ratios.items()):
+        rs = sorted(rs)
+        print(
+            f"  {kind:9} {backend:11} min {rs[0]:.3f}  median {rs[len(rs) // 2]:.3f}  "
+            f"max {rs[-1]:.3f}"
+        )
+    false_alarms = sum(v[2] for k, v in summary.items() if k[0] == "no change")
+    no_change = sum(v[0] for k, v in summary.items() if k[0] == "no change")
+    detected = summary[("slowdown", "null")][2]
+    slow_n = summary[("slowdown", "null")][0]
+    ok = detected / slow_n >= 0.95 and false_alarms / no_change <= 0.05
+    print(
+        f"\ngoal (>= 95% detected, <= 5% false alarms, with history): detected "
+        f"{detected / slow_n:.0%}, false alarms {false_alarms / no_change:.1%} -> "
+        f"{'met' if ok else 'NOT met'}"
+    )
+    if args.keep:
+        print(f"stores kept in {quiet_store} and {slow_store}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
