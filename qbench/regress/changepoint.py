@@ -4,7 +4,7 @@ Comparing only the last run with the one before misses a regression that landed 
 and hides behind noise in every single pair. Here the whole series is segmented at once:
 
 1. Work on log values, so a step is a ratio and one noise level fits fast and slow cells.
-2. Estimate the cell's own noise from the series: 1.4826 x MAD of first differences / sqrt(2).
+2. Estimate the cell's own noise from the series (history.step_sigma: first differences).
    A step moves only one difference, so the estimate barely notices the steps it must find.
    A floor keeps a perfectly flat series (deterministic accuracy, constant memory) from
    turning every last-digit wiggle into a step.
@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from qbench.regress.history import METRICS
+from qbench.regress.history import METRICS, step_sigma
 
 # Defaults, chosen on simulated series (Gaussian and heavy-tailed noise, 8-200 runs, noise
 # 0.5-10 %) so that pure noise gives no change point in well over 99 % of series while a step
@@ -68,11 +68,7 @@ def noise_sigma(log_values: Any, floor: float = NOISE_FLOOR) -> float:
     y = np.asarray(log_values, dtype=float)
     if y.size < 3:
         return floor
-    d = np.diff(y)
-    mad = float(np.median(np.abs(d - np.median(d))))
-    # 1.4826 x MAD is a standard deviation for Gaussian noise; a difference of two noisy
-    # values carries sqrt(2) times the noise of one.
-    return max(1.4826 * mad / math.sqrt(2.0), floor)
+    return max(step_sigma(y), floor)
 
 
 def segment(y: Any, penalty: float, min_segment: int) -> list[int]:

@@ -124,7 +124,16 @@ def relative_noise(values: Any) -> float | None:
     xs = np.asarray([v for v in values if v is not None and v > 0], dtype=float)
     if xs.size < 3:
         return None
-    steps = np.diff(np.log(xs))
+    return step_sigma(np.log(xs))
+
+
+def step_sigma(log_values: Any) -> float:
+    """Noise (a standard deviation) of a series of log values from its first differences:
+    1.4826 x their median absolute value / sqrt(2). Robust to the few steps a series holds,
+    since a step moves one difference only."""
+    import numpy as np
+
+    steps = np.diff(np.asarray(log_values, dtype=float))
     # Centred on zero, not on the median step: without a change, steps have mean zero, and a
     # series that alternates high/low would otherwise have a median step at one extreme and
     # a spread of zero.
