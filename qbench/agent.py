@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from qbench.cache import cached_file, read_meta
+from qbench.hostinfo import device_cpu
 from qbench.params import file_sha256, stable_hash
 from qbench.plan import Cell
 from qbench.plugins import load_all
@@ -287,6 +288,11 @@ def measure(cell: Cell, prepared: dict[str, Any]) -> dict[str, Any]:
     inspected = session.inspect()
     notes += inspected.pop("notes", [])
     row.update(inspected)
+    # The CPU this process runs on: the device's own over ssh/adb, not the host that planned.
+    cpu, cpu_note = device_cpu()
+    row.update(cpu)
+    if cpu_note:
+        notes.append(cpu_note)
     row["notes"] = notes
     return row
 

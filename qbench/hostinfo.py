@@ -79,6 +79,26 @@ def cpu_info(text: str | None = None) -> dict[str, Any]:
     return {"cpu_model": model, "cpu_flags": parsed["quant_flags"]}
 
 
+def device_cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[dict[str, Any], str | None]:
+    """The result row's device_cpu_model/device_cpu_flags, read where this process runs.
+
+    The agent's measure stage calls it, so over ssh or adb they name the device's CPU, not
+    the host's. With no readable /proc/cpuinfo (macOS, Windows) the flags stay empty and the
+    second item says why (a note for the row); otherwise it is None.
+    """
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        model = platform.processor() or platform.machine() or None
+        why = f"{cpuinfo} is not readable ({type(exc).__name__})"
+        return (
+            {"device_cpu_model": model, "device_cpu_flags": None},
+            f"device_cpu_flags empty: {why} where the cell was measured",
+        )
+    cpu = cpu_info(text)
+    return {"device_cpu_model": cpu["cpu_model"], "device_cpu_flags": cpu["cpu_flags"]}, None
+
+
 def _physical_cores() -> int | None:
     try:
         import psutil

@@ -34,6 +34,7 @@ from qbench.transports.adb import (
 )
 from qbench.transports.subprocess import SubprocessParams, SubprocessTransport
 from tests.conftest import write_suite
+from tests.test_device_flags import assert_row_has_this_cpu
 
 DATA = Path(__file__).parent / "data" / "adb"
 
@@ -368,6 +369,9 @@ def test_native_benchmark_model_row(
     assert result["artifact_bytes"] == 13  # prepare's fields are kept
     assert result["remote_host"] == "adb:UYT5T18414003349"
     assert result["notes"][0].startswith("benchmark_model times random inputs")
+    # No agent ran on the phone: its CPU is unknown, and a note says why.
+    assert result.get("device_cpu_model") is None and result.get("device_cpu_flags") is None
+    assert adb_module.NO_DEVICE_CPU_NOTE in result["notes"]
     assert result["notes"][-1].startswith(
         "timed by benchmark_model on adb device UYT5T18414003349 (device, ALP_AL00)"
     )
@@ -444,6 +448,9 @@ def test_agent_on_the_device_matches_local(tmp_path: Path, fake_adb: Path, tiny_
                 "artifact_sha256", "runtime_version"):  # fmt: skip
         assert remote[key] == local[key], key
     assert remote["iters"] >= 20 and remote["notes"][-1].startswith("measured over adb on ")
+    # The agent on the "device" (this machine behind the stand-in adb) read its own CPU.
+    assert_row_has_this_cpu(remote)
+    assert remote["device_cpu_flags"] == local["device_cpu_flags"]
     assert os.listdir(device_dir) == []
     calls = [ast.literal_eval(c) for c in (tmp_path / "adb.log").read_text().splitlines()]
     pushed = sorted(Path(c[-1]).name for c in calls if "push" in c[:3])

@@ -26,6 +26,7 @@ import pytest
 from qbench.transports import _remote
 from qbench.transports.ssh import SshParams, SshTransport
 from tests.conftest import REPO, run_qbench, write_suite
+from tests.test_device_flags import assert_row_has_this_cpu
 
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd")
 
@@ -185,6 +186,9 @@ def test_suite_over_ssh_matches_local(sshd: Sshd, tmp_path: Path, tiny_onnx: Pat
         assert 1 / 3 <= ratio <= 3, (remote.latency_p50_ms, local.latency_p50_ms)
         assert remote.iters >= 200 and remote.peak_rss_mb > 0
         assert any(n.startswith("measured over ssh on ") for n in remote.notes)
+        # The agent read the CPU where it measured: over loopback ssh, this same machine.
+        assert_row_has_this_cpu(remote)
+        assert_row_has_this_cpu(local)
     assert _remote_entries(sshd, remote_tmp) == []  # every cell's folder removed
 
 

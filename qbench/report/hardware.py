@@ -2,10 +2,12 @@
 or the dot product (ARM), fp16/bf16 arithmetic on a CPU without fp16/bf16 instructions.
 
 Data-driven: a row's compute type comes from its act_dtype/weight_dtype and execution, the
-CPU's ISA flags from the row itself where the store has per-row device flags
-(`device_cpu_flags` or `cpu_flags`), else from its run (the host fingerprint) when the cell ran
-on that host (transport subprocess). Rows on GPUs/TPUs, simulated rows and rows whose CPU
-flags are unknown get no warning.
+CPU's ISA flags from the row's own `device_cpu_flags` (read by the agent where the cell was
+measured: the device itself over ssh/adb, a fleet node under an executor). A row without them
+(a store from before that column) falls back to its run's `cpu_flags` (the host fingerprint)
+only when the cell ran on that host: transport subprocess, and no executor node whose host
+differs from the run's. Rows on GPUs/TPUs, simulated rows and rows whose CPU flags are unknown
+(adb benchmark_model rows, remote rows of old stores) get no warning.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 from qbench.report.data import is_missing
 
-ROW_FLAG_COLUMNS = ("device_cpu_flags", "cpu_flags")
+ROW_FLAG_COLUMN = "device_cpu_flags"
 LOCAL_TRANSPORTS = ("subprocess",)
 INT_TYPES = ("int8", "uint8")
 
@@ -72,16 +74,31 @@ def warning_for(kind: str, flags: list[str]) -> tuple[str, str] | None:
     )
 
 
+def _ran_on_run_host(row: Any, run_hosts: dict[str, str | None]) -> bool:
+    """Whether the row's cell was measured on the host its run's fingerprint describes."""
+    transport = row.get("transport")
+    if not is_missing(transport) and str(transport) not in LOCAL_TRANSPORTS:
+        return False
+    node_host = row.get("executor_host")
+    if is_missing(node_host):
+        return True
+    run_host = run_hosts.get(str(row.get("run_id")))
+    return run_host is not None and str(node_host) == run_host
+
+
 def hardware_warnings(df: Any, runs: Any) -> tuple[Any, Any]:
     """(sentence, short label) Series on the index of `df` (the prepared results), None where
     the row expects nothing the hardware cannot give."""
     import pandas as pd
 
     run_flags: dict[str, list[str] | None] = {}
-    if runs is not None and len(runs) and "cpu_flags" in runs.columns:
-        for rid, flags in zip(runs["run_id"], runs["cpu_flags"], strict=True):
-            run_flags[str(rid)] = _flags(flags)
-    row_cols = [c for c in ROW_FLAG_COLUMNS if c in df.columns]
+    run_hosts: dict[str, str | None] = {}
+    if runs is not None and len(runs):
+        for _, run in runs.iterrows():
+            rid = str(run.get("run_id"))
+            run_flags[rid] = _flags(run.get("cpu_flags"))
+            host = run.get("host")
+            run_hosts[rid] = None if is_missing(host) else str(host)
     sentences = pd.Series([None] * len(df), index=df.index, dtype=object)
     shorts = pd.Series([None] * len(df), index=df.index, dtype=object)
     for idx, row in df.iterrows():
@@ -92,9 +109,8 @@ def hardware_warnings(df: Any, runs: Any) -> tuple[Any, Any]:
         kind = compute_type(row.get("act_dtype"), row.get("weight_dtype"))
         if kind is None:
             continue
-        flags = next((f for c in row_cols if (f := _flags(row.get(c))) is not None), None)
-        transport = row.get("transport")
-        if flags is None and (is_missing(transport) or str(transport) in LOCAL_TRANSPORTS):
+        flags = _flags(row.get(ROW_FLAG_COLUMN))
+        if flags is None and _ran_on_run_host(row, run_hosts):
             flags = run_flags.get(str(row.get("run_id")))
         if not flags:
             continue

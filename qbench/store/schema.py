@@ -75,6 +75,18 @@ RESULT_COLUMNS: tuple[Column, ...] = (
     Column("device_kind", "string", "cpu|gpu|npu|tpu"),
     Column("transport", "string", "how the cell reached the device"),
     Column("remote_host", "string", "device reached by ssh/adb (user@host:port, adb:SERIAL)"),
+    Column(
+        "device_cpu_model",
+        "string",
+        "CPU model where the measure stage ran (the device itself over ssh/adb; empty when "
+        "nothing read it: adb benchmark_model rows, stores before this column)",
+    ),
+    Column(
+        "device_cpu_flags",
+        "list<string>",
+        "ISA flags that matter for quantized kernels, of the CPU where the measure stage ran; "
+        "the report's hardware warning reads them before the run's host flags",
+    ),
     Column("copy_s", "float64", "seconds copying files to and from the device"),
     Column("executor_node", "string", "fleet executor: id of the node that ran the cell"),
     Column("executor_host", "string", "fleet executor: host name of that node"),

@@ -13,7 +13,8 @@ Two ways to measure on the device:
 * remote_python unset (a stock phone): TFLite's native `benchmark_model` (push it once, e.g.
   to /data/local/tmp/benchmark_model) times the pushed .tflite on random inputs. The row
   gets latency (mean, min, std, median where the binary prints percentiles), load time and
-  memory; accuracy and fidelity stay empty, and a note says why.
+  memory; accuracy and fidelity stay empty, and so do device_cpu_model/device_cpu_flags
+  (no qbench agent ran there to read the device's CPU), each with a note saying why.
 
 Each stage runs on the device under `timeout`, with its process id kept so that what is
 left can be killed before the folder is removed, whatever happened. A missing adb client,
@@ -334,6 +335,14 @@ class _Adb:
         return _remote.exit_status(text, proc.returncode), text
 
 
+# benchmark_model rows: no qbench agent ran on the device, so nothing read its CPU.
+NO_DEVICE_CPU_NOTE = (
+    "device_cpu_model and device_cpu_flags empty: benchmark_model runs without qbench's "
+    "agent (no Python on the device), so nothing read the device's CPU; the report gives "
+    "this row no hardware warning (set remote_python to record them)"
+)
+
+
 def _skipped(reason: str) -> dict[str, Any]:
     return {"status": "skipped", "error": reason}
 
@@ -548,6 +557,7 @@ class AdbTransport(Transport):
             "notes": [
                 "benchmark_model times random inputs: no accuracy or fidelity "
                 "(set remote_python to run qbench's agent on the device)",
+                NO_DEVICE_CPU_NOTE,
                 *row["notes"],
             ],
         }
