@@ -259,8 +259,9 @@ def test_compare_names_the_slowed_cell_and_exits_three(history: Path, tmp_path: 
     assert "tiny/fp32/null/local/b1/t1" in proc.stderr
     assert "| **regression** | `tiny/fp32/null/local/b1/t1`" in proc.stdout
     assert summary.read_text() == proc.stdout
-    never = run_qbench("compare", "previous", "latest", "--store", str(history),
-                       "--fail-on", "never", "-q")  # fmt: skip
+    never = run_qbench(
+        "compare", "previous", "latest", "--store", str(history), "--fail-on", "never", "-q"
+    )
     assert never.returncode == 0 and never.stdout == ""
 
 
@@ -328,6 +329,28 @@ def test_status_changes(history: Path) -> None:
     assert _status_only("c", ok, failed).verdict == BROKE
     assert _status_only("c", failed, ok).verdict == FIXED
     assert "boom" in _status_only("c", ok, failed).reason
+
+
+def test_a_cell_whose_device_cpu_changed_is_not_compared() -> None:
+    import pandas as pd
+
+    from qbench.regress.compare import NOT_COMPARED, compare_runs
+
+    rows = []
+    for run, cpu, p50 in (("r1", "Cortex-A76", 2.0), ("r2", "Cortex-A55", 4.0)):
+        r = row(p50, seed=len(rows), device_cpu_model=cpu)
+        r.update(
+            run_id=run,
+            fingerprint="f",
+            fingerprint_label="host",
+            run_started_at=pd.Timestamp(f"2026-01-0{len(rows) + 1}", tz="UTC"),
+        )
+        rows.append(r)
+    judged = compare_runs(pd.DataFrame(rows), "r1", "r2", T).cells[0]
+    assert judged.verdict == NOT_COMPARED
+    assert "device's CPU changed (Cortex-A76 -> Cortex-A55)" in judged.reason
+    rows[1]["device_cpu_model"] = "Cortex-A76"
+    assert compare_runs(pd.DataFrame(rows), "r1", "r2", T).cells[0].verdict == REGRESSION
 
 
 def test_a_bare_yaml_null_backend_is_a_one_line_error(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from qbench.regress.history import load_history, relative_noise
 REGRESSION, IMPROVEMENT, NO_CHANGE = "regression", "improvement", "no change"
 # Cell-level outcomes beside the three verdicts.
 BROKE, FIXED, ADDED, REMOVED, NOT_RUN = "broke", "fixed", "added", "removed", "not run"
+NOT_COMPARED = "not compared"  # the cell's device changed hardware between the runs
 FAILING = (REGRESSION, BROKE)
 
 HISTORY_RUNS = 20  # earlier runs used for a cell's noise; older ones may predate a change
@@ -110,7 +111,17 @@ class Comparison:
         }
 
 
-_ORDER = (BROKE, REGRESSION, IMPROVEMENT, FIXED, NO_CHANGE, ADDED, REMOVED, NOT_RUN)
+_ORDER = (
+    BROKE,
+    REGRESSION,
+    IMPROVEMENT,
+    FIXED,
+    NO_CHANGE,
+    NOT_COMPARED,
+    ADDED,
+    REMOVED,
+    NOT_RUN,
+)
 
 
 # --------------------------------------------------------------------------- statistics
@@ -312,7 +323,23 @@ def compare_cell(
     return out
 
 
-def _status_only(cell_id: str, base: dict[str, Any] | None, cand: dict[str, Any] | None) -> Any:
+def _device_changed(base: dict[str, Any] | None, cand: dict[str, Any] | None) -> str | None:
+    """Why a cell's two rows ran on different CPUs (a device reached over ssh/adb can change
+    under the same name while the host stays the same), or None."""
+    if base is None or cand is None:
+        return None
+    before, after = base.get("device_cpu_model"), cand.get("device_cpu_model")
+    if isinstance(before, str) and isinstance(after, str) and before != after:
+        return f"not compared: the device's CPU changed ({before} -> {after})"
+    return None
+
+
+def _status_only(
+    cell_id: str,
+    base: dict[str, Any] | None,
+    cand: dict[str, Any] | None,
+    refused: str | None = None,
+) -> Any:
     row = cand if cand is not None else base
     assert row is not None
     out = CellComparison(
@@ -323,7 +350,9 @@ def _status_only(cell_id: str, base: dict[str, Any] | None, cand: dict[str, Any]
         device=row.get("device"),
         verdict=NOT_RUN,
     )
-    if base is None:
+    if refused:
+        out.verdict, out.reason = NOT_COMPARED, refused
+    elif base is None:
         out.verdict, out.reason = ADDED, f"only in the candidate ({row.get('status')})"
     elif cand is None:
         out.verdict, out.reason = REMOVED, f"only in the base ({base.get('status')})"
@@ -366,7 +395,10 @@ def compare_runs(history: Any, base_run: str, candidate_run: str, t: Thresholds)
     cells = []
     for cell_id in sorted(set(by_base) | set(by_cand)):
         b, c = by_base.get(cell_id), by_cand.get(cell_id)
-        if b is not None and c is not None and b["status"] == c["status"] == "ok":
+        moved = _device_changed(b, c)
+        if moved:
+            cells.append(_status_only(cell_id, b, c, moved))
+        elif b is not None and c is not None and b["status"] == c["status"] == "ok":
             past = earlier[earlier["cell_id"] == cell_id].tail(HISTORY_RUNS)
             p50s, rss = past["latency_p50_ms"].tolist(), past["peak_rss_mb"].tolist()
             cells.append(compare_cell(b, c, p50s, t, rss))
