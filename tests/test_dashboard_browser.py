@@ -3,7 +3,6 @@ filters hide cells."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from tests.test_dashboard import (
     STEP_RUN,
     write_history_store,
 )
-from tests.test_report_browser import browser  # noqa: F401  (the shared Chromium fixture)
+from tests.test_report_browser import browser, open_offline  # noqa: F401  (shared fixture)
 
 pytestmark = pytest.mark.browser
 
@@ -32,22 +31,7 @@ FIGURES = 6
 @pytest.fixture
 def opened(browser: Any, tmp_path: Path) -> Iterator[tuple[Any, list[str], list[str]]]:  # noqa: F811
     out = write_dashboard(write_history_store(tmp_path / "store"), tmp_path / "out" / "dash.html")
-    page = browser.new_page(viewport={"width": 1600, "height": 1000})
-    errors: list[str] = []
-    remote: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
-    page.on(
-        "request",
-        lambda r: None if r.url.startswith(("file:", "data:", "blob:")) else remote.append(r.url),
-    )
-    page.goto(out.as_uri())
-    page.wait_for_load_state("load")
-    page.wait_for_function(
-        f"document.querySelectorAll('.js-plotly-plot .main-svg').length >= {FIGURES}"
-    )
-    if os.environ.get("QBENCH_DASHBOARD_SCREENSHOT"):
-        page.screenshot(path=os.environ["QBENCH_DASHBOARD_SCREENSHOT"], full_page=True)
+    page, errors, remote = open_offline(browser, out, FIGURES, "QBENCH_DASHBOARD_SCREENSHOT")
     yield page, errors, remote
     page.close()
 

@@ -43,9 +43,12 @@ def browser() -> Iterator[Any]:
         b.close()
 
 
-@pytest.fixture
-def opened(browser: Any, tmp_path: Path) -> Iterator[tuple[Any, list[str], list[str]]]:
-    report = write_report(write_store(tmp_path / "store"), tmp_path / "out" / "report.html")
+def open_offline(
+    browser: Any, html: Path, figures: int, screenshot_env: str
+) -> tuple[Any, list[str], list[str]]:
+    """A page of `html` once `figures` plots have drawn, with the console errors and every
+    request that left the file (a self-contained page makes none); a full-page screenshot to
+    the path in `screenshot_env` when that variable is set."""
     page = browser.new_page(viewport={"width": 1600, "height": 1000})
     errors: list[str] = []
     remote: list[str] = []
@@ -55,11 +58,20 @@ def opened(browser: Any, tmp_path: Path) -> Iterator[tuple[Any, list[str], list[
         "request",
         lambda r: None if r.url.startswith(("file:", "data:", "blob:")) else remote.append(r.url),
     )
-    page.goto(report.as_uri())
+    page.goto(html.as_uri())
     page.wait_for_load_state("load")
-    page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 3")
-    if os.environ.get("QBENCH_REPORT_SCREENSHOT"):
-        page.screenshot(path=os.environ["QBENCH_REPORT_SCREENSHOT"], full_page=True)
+    page.wait_for_function(
+        f"document.querySelectorAll('.js-plotly-plot .main-svg').length >= {figures}"
+    )
+    if os.environ.get(screenshot_env):
+        page.screenshot(path=os.environ[screenshot_env], full_page=True)
+    return page, errors, remote
+
+
+@pytest.fixture
+def opened(browser: Any, tmp_path: Path) -> Iterator[tuple[Any, list[str], list[str]]]:
+    report = write_report(write_store(tmp_path / "store"), tmp_path / "out" / "report.html")
+    page, errors, remote = open_offline(browser, report, 3, "QBENCH_REPORT_SCREENSHOT")
     yield page, errors, remote
     page.close()
 

@@ -220,6 +220,6 @@ def test_devices_charts_draw_in_chromium(tmp_path: Path) -> None:
 
 
 def test_results_table_marks_estimated_energy(device_page: str) -> None:
-    table = device_page[device_page.index("<h2>All results</h2>"):]
+    table = device_page[device_page.index("<h2>All results</h2>") :]
     assert "0.75 <i>(estimated)</i>" in table
     assert f'title="{LOCAL_NOTE}"' in table  # an empty figure says why

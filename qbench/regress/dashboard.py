@@ -158,9 +158,7 @@ def _ordered(found: list[FoundChange]) -> list[FoundChange]:
 
 def build_dashboard_html(history: Any, title: str = "qbench nightly dashboard") -> str:
     """The whole page for a history (`qbench.regress.history.load_history`)."""
-    import plotly.offline
-
-    from qbench.report.assets import CSS
+    from qbench.report.assets import CSS, html_head
     from qbench.report.fmt import esc
 
     changes = history_change_points(history) if len(history) else []
@@ -172,16 +170,7 @@ def build_dashboard_html(history: Any, title: str = "qbench nightly dashboard") 
         for cell_id, anchor, rows in (_cells(history) if len(history) else [])
     ]
     body = "\n".join(sections) if sections else '<p class="muted">The store has no rows.</p>'
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{esc(title)}</title>
-<link rel="icon" href="data:,">
-<style>{CSS}{DASHBOARD_CSS}</style>
-<script>{plotly.offline.get_plotlyjs()}</script>
-</head>
+    return f"""{html_head(title, CSS + DASHBOARD_CSS)}
 <body>
 <h1>{esc(title)}</h1>
 {_counts(history, changes)}

@@ -1,5 +1,25 @@
 """The page's stylesheet and its table script (vanilla JS: sort on header click, filter)."""
 
+from qbench.report.fmt import esc
+
+
+def html_head(title: str, css: str) -> str:
+    """Doctype and <head> of a self-contained page: the stylesheet and plotly.js inlined once,
+    an empty favicon so the browser asks the network for nothing."""
+    import plotly.offline
+
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{esc(title)}</title>
+<link rel="icon" href="data:,">
+<style>{css}</style>
+<script>{plotly.offline.get_plotlyjs()}</script>
+</head>"""
+
+
 CSS = """
 :root { --ok:#1a7f37; --failed:#cf222e; --timeout:#bc4c00; --skipped:#6e7781;
         --sim:#8250df; --line:#d0d7de; --muted:#57606a; }

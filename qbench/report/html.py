@@ -12,9 +12,7 @@ from qbench.store.schema import STATUSES
 
 def build_report_html(runs: Any, results: Any, title: str = "qbench report") -> str:
     """The whole page for a store's two tables (as `qbench.store.parquet.load` returns them)."""
-    import plotly.offline
-
-    from qbench.report.assets import CSS, JS
+    from qbench.report.assets import CSS, JS, html_head
     from qbench.report.charts import build_charts
     from qbench.report.data import latest_per_cell, prepare
     from qbench.report.devices_view import devices_section
@@ -38,16 +36,7 @@ def build_report_html(runs: Any, results: Any, title: str = "qbench report") -> 
         + (f'<div class="chart">{c.html}</div>' if c.html else "")
         for c in charts
     )
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{esc(title)}</title>
-<link rel="icon" href="data:,">
-<style>{CSS}</style>
-<script>{plotly.offline.get_plotlyjs()}</script>
-</head>
+    return f"""{html_head(title, CSS)}
 <body>
 {_header(title, runs, df)}
 {banner(df)}
