@@ -8,7 +8,7 @@ import pytest
 
 from qbench.plan import build_plan
 from qbench.suite.loader import SuiteError, load_suite
-from tests.conftest import run_qbench, write_suite
+from tests.conftest import REPO, run_qbench, write_suite
 
 GOOD_HEAD = "name: t\nmodels: [digits_cnn]\n"
 
@@ -100,3 +100,11 @@ def test_missing_suite_file(tmp_path: Path) -> None:
         proc.stderr.strip() == f"qbench: error: {tmp_path / 'nope.yaml'}: cannot read the "
         "file (No such file or directory)"
     )
+
+
+@pytest.mark.parametrize("suite", sorted((REPO / "suites").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_suites_plan(suite: Path) -> None:
+    """Every suite in suites/ loads and plans (the nightly job and README name them)."""
+    proc = run_qbench("run", str(suite), "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert " to run, " in proc.stdout
