@@ -282,8 +282,10 @@ def test_unsupported_reasons() -> None:
     bf16 = BF16.unsupported("tflite", BF16.Params(), digits_cnn)
     assert bf16 and "bfloat16" in bf16
     for calibrator in ("entropy", "percentile", "mse"):
-        reason = STATIC.unsupported("tflite", STATIC.Params(calibrator=calibrator), digits_cnn)
-        assert reason and "LiteRT path calibrates with min/max only" in reason
+        params = STATIC.Params(calibrator=calibrator)
+        assert STATIC.unsupported("tflite", params, digits_cnn) is None, calibrator
+    few_bins = STATIC.Params(calibrator="entropy", histogram_bins=256, entropy_quantized_bins=256)
+    assert "fewer than histogram_bins" in STATIC.unsupported("tflite", few_bins, digits_cnn)
     for kw in (
         {"per_channel": False},
         {"group_size": 16},
@@ -321,6 +323,10 @@ def test_describe_and_execution() -> None:
     assert wide["bits_a"] == 16 and wide["act_dtype"] == "int16"
     assert any("XNNPACK has none" in n for n in wide["notes"])
     assert "notes" not in described(STATIC, activations="int8")
+    tails = described(STATIC, calibrator="percentile", percentile=99.9)
+    assert tails["calibrator"] == "percentile" and tails["percentile"] == 99.9
+    assert described(STATIC, calibrator="mse")["calibrator"] == "mse"
+    assert "percentile" not in described(STATIC, calibrator="mse")
     assert described(DYNAMIC)["calibrator"] == "dynamic"
     assert described(DYNAMIC)["granularity"] == "per_channel"
     half = described(FP16)
@@ -400,3 +406,124 @@ def test_padded_max_pool_gets_finite_int8_ranges(tmp_path: Path) -> None:
     with torch.no_grad():
         want = stem(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(got, want, atol=4 * o_scale + 0.05 * np.abs(want).max())
+
+
+# --- calibrators and GPTQ ---------------------------------------------------------------------
+
+
+def _activation_scales(path: Path) -> dict[str, float]:
+    """Per-tensor scale of every quantized activation (one scale) by tensor name."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    return {d["name"]: float(d["quantization_parameters"]["scales"][0])
+            for d in interpreter.get_tensor_details()
+            if len(d["quantization_parameters"]["scales"]) == 1}  # fmt: skip
+
+
+@pytest.mark.parametrize("calibrator", ["percentile", "entropy", "mse"])
+def test_litert_calibrators_narrow_ranges_but_not_the_logits(
+    calibrator: str,
+    ctx: MakeContext,
+    built: dict[str, Any],
+    digits: dict[str, np.ndarray],
+    tmp_path: Path,
+) -> None:
+    """calibrator= works for tflite: the registry's calibrator chooses activation ranges from the
+    fp32 .tflite's tensors (some narrower than min/max, none wider), the model output keeps its
+    min/max range, and the model still agrees with fp32."""
+    params = STATIC.Params(calibrator=calibrator, percentile=99.9)
+    path = tmp_path / f"{calibrator}.tflite"
+    meta = STATIC.make("tflite", params, ctx, path)
+    minmax = built["full_int8"][0]
+    assert io_quantization(path)["output"] == io_quantization(minmax)["output"]
+    assert io_quantization(path)["input"]["dtype"] == "int8"
+    base, chosen = _activation_scales(minmax), _activation_scales(path)
+    assert set(base) == set(chosen)
+    narrower = [n for n in base if chosen[n] < base[n] * 0.999]
+    assert narrower, calibrator
+    assert all(chosen[n] <= base[n] * 1.001 for n in base), calibrator
+    ref = run_tflite(built["fp32"][0], digits["x"]).argmax(1)
+    assert float((run_tflite(path, digits["x"]).argmax(1) == ref).mean()) >= 0.95
+    notes = meta["artifact_notes"]
+    assert f"{calibrator} calibration on 64 inputs" in notes[0]
+    assert any(f"LiteRT calibration {calibrator}: " in n and "outputs keep min/max" in n
+               for n in notes)  # fmt: skip
+
+
+def test_gptq_round_beats_nearest_on_the_hessian() -> None:
+    """GPTQ's integers on a fixed grid: output error tr(D H Dᵀ) (D = W - scale·Q) below nearest
+    rounding's, for a shared Hessian and for one Hessian per row (depthwise)."""
+    from qbench.methods._litert_quant import gptq_round
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(512, 24)) @ rng.normal(size=(24, 24))  # correlated inputs
+    w = rng.normal(size=(16, 24))
+    scale = np.abs(w).max(axis=1) / 127 * 8  # a coarse grid: rounding matters
+    hessian = x.T @ x
+
+    def error(q: np.ndarray, h: np.ndarray) -> float:
+        d = w - scale[:, None] * q
+        return float(np.einsum("rk,rkj,rj->", d, np.broadcast_to(h, (16, 24, 24)), d))
+
+    nearest = np.clip(np.round(w / scale[:, None]), -127, 127)
+    q = gptq_round(w, hessian, scale)
+    assert q.dtype == np.int8 and np.abs(q).max() <= 127
+    assert error(q, hessian) < 0.8 * error(nearest, hessian)
+    per_row = np.stack([hessian * (1 + r) for r in range(16)])
+    assert error(gptq_round(w, per_row, scale), per_row) < 0.8 * error(nearest, per_row)
+    # an input that never fires: its weight is rounded to nearest, not moved
+    dead = hessian.copy()
+    dead[3, :] = dead[:, 3] = 0
+    assert np.array_equal(gptq_round(w, dead, scale)[:, 3], nearest[:, 3])
+
+
+def test_gptq_weights_lower_each_layers_output_error(
+    ctx: MakeContext, built: dict[str, Any], digits: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    """gptq_weights rewrites every int8 weight of the full-int8 digits CNN on its own scales
+    (conv, depthwise, fully connected), and each layer's output error on the calibration
+    inputs, tr(D H Dᵀ) with the fp32 weights, falls below the nearest rounding's."""
+    import shutil
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    from qbench.methods._litert_quant import _float_weights, gptq_weights, layer_hessians
+
+    fp32, nearest = ctx.fp32_tflite(), built["full_int8"][0]
+    path = tmp_path / "gptq.tflite"
+    shutil.copy(nearest, path)
+    assert gptq_weights(fp32, path, digits["calib"]) == 5
+
+    def weights(p: Path) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
+        interpreter = Interpreter(model_path=str(p))
+        found = {}
+        for d in interpreter.get_tensor_details():
+            q = d["quantization_parameters"]
+            if len(q["scales"]) > 1 and d["dtype"] == np.int8:  # weights, not int32 biases
+                found[d["name"]] = (interpreter.get_tensor(d["index"]), q["scales"],
+                                    q["quantized_dimension"])  # fmt: skip
+        return found
+
+    before, after = weights(nearest), weights(path)
+    floats, hessians = _float_weights(fp32), layer_hessians(fp32, digits["calib"])
+    assert set(before) == set(after) == set(hessians) and len(hessians) == 5
+    for name, (q, scales, dim) in after.items():
+        np.testing.assert_array_equal(scales, before[name][1])  # same grid
+        assert not np.array_equal(q, before[name][0]), name
+        shape = [1] * q.ndim
+        shape[dim] = -1
+
+        def rows(a: np.ndarray, dim: int = dim) -> np.ndarray:
+            return np.moveaxis(a, dim, 0).reshape(a.shape[dim], -1)
+
+        h = hessians[name]
+        errors = []
+        for ints in (before[name][0], q):
+            d = rows(floats[name] - ints.astype(np.float64) * scales.reshape(shape))
+            errors.append(
+                float(np.einsum("rk,rkj,rj->", d, np.broadcast_to(h, (len(d), *h.shape[-2:])), d))
+            )
+        assert errors[1] < errors[0], (name, errors)
+    ref = run_tflite(fp32, digits["x"]).argmax(1)
+    assert float((run_tflite(path, digits["x"]).argmax(1) == ref).mean()) >= 0.95

@@ -10,9 +10,10 @@ as float Conv/Gemm on dequantized weights (it has no blocked int8 kernel), hence
 Torch format: torch.ao FX graph mode with the `x86` engine, min/max calibrated activations.
 LiteRT (tflite): ai-edge-quantizer's full-integer recipes on the fp32 conversion (int8
 symmetric per-channel weights; int8 asymmetric or int16 symmetric activations; integer model
-I/O), activation ranges from a plain min/max over the calibration inputs
-(qbench.methods._litert_quant). LiteRT's 8-bit activations are signed: the default uint8 is
-built as int8 (the same asymmetric grid, zero point shifted by 128).
+I/O), activation ranges from a plain min/max over the calibration inputs or, with another
+`calibrator`, chosen from histograms of the fp32 .tflite's tensors by the same calibrators
+(qbench.methods._litert_quant.calibrated_ranges). LiteRT's 8-bit activations are signed: the
+default uint8 is built as int8 (the same asymmetric grid, zero point shifted by 128).
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ class StaticInt8Params(Params):
         default="minmax",
         description="how activation ranges are chosen from calibration data: min-max; entropy "
         "(TensorRT's KL divergence); percentile; mse (the clipping range with the least mean "
-        "squared quantization error of each tensor at the activation bit width). ONNX only, "
-        "except minmax",
+        "squared quantization error of each tensor at the activation bit width). LiteRT: "
+        "the same calibrators on the fp32 .tflite's tensors, model outputs kept at min-max",
     )
     percentile: float = Field(
         default=99.999,
@@ -341,10 +342,10 @@ def _tflite_activation_bits(params: StaticInt8Params) -> int:
 
 
 def _tflite_unsupported(params: StaticInt8Params) -> str | None:
-    """What ai-edge-quantizer's static recipes (with qbench's min/max calibration) cannot do."""
+    """What ai-edge-quantizer's static recipes (with qbench's calibration) cannot do."""
     reasons = []
-    if params.calibrator != "minmax":
-        reasons.append(f"LiteRT path calibrates with min/max only (calibrator={params.calibrator})")
+    if params.calibrator == "entropy" and params.entropy_quantized_bins >= params.histogram_bins:
+        reasons.append("entropy_quantized_bins must be fewer than histogram_bins")
     if not params.per_channel:
         reasons.append("LiteRT path quantizes weights per output channel only (per_channel=False)")
     if params.group_size:
@@ -376,12 +377,14 @@ def _describe_tflite(params: StaticInt8Params) -> dict[str, Any]:
         "bits_w": 8,
         "bits_a": bits_a,
         "granularity": "per_channel",
-        "calibrator": "minmax",
+        "calibrator": params.calibrator,
         "symmetric_weights": True,
         "act_dtype": "int16" if bits_a == 16 else "int8",
         "weight_dtype": "int8",
         "weight_scheme": "uniform",
     }
+    if params.calibrator == "percentile":
+        row["percentile"] = params.percentile
     if notes:
         row["notes"] = notes
     return row
@@ -389,13 +392,29 @@ def _describe_tflite(params: StaticInt8Params) -> dict[str, Any]:
 
 def _make_tflite(params: StaticInt8Params, ctx: MakeContext, out: Path) -> list[str]:
     from qbench.methods._litert_quant import aeq_version, full_integer, io_note
+    from qbench.methods.calibration import CalibrationSettings
 
     assert ctx.calib is not None
     bits_a = _tflite_activation_bits(params)
-    full_integer(fp32_tflite(ctx), out, ctx.calib, activation_bits=bits_a)
+    settings = None
+    if params.calibrator != "minmax":
+        settings = CalibrationSettings(
+            calibrator=params.calibrator,
+            percentile=params.percentile,
+            histogram_bins=params.histogram_bins,
+            entropy_quantized_bins=params.entropy_quantized_bins,
+            activations="int16" if bits_a == 16 else "int8",
+            symmetric=bits_a == 16,
+        )
+    found = full_integer(fp32_tflite(ctx), out, ctx.calib, activation_bits=bits_a,
+                         calibration=settings)  # fmt: skip
     recipe = "static_wi8_ai16" if bits_a == 16 else "static_wi8_ai8"
     kind = "int16 activations x int8 weights" if bits_a == 16 else "full int8"
-    return [
-        f"LiteRT {kind} (ai-edge-quantizer {aeq_version()} {recipe}), min/max calibration on "
+    how = "min/max" if settings is None else params.calibrator
+    notes = [
+        f"LiteRT {kind} (ai-edge-quantizer {aeq_version()} {recipe}), {how} calibration on "
         f"{len(ctx.calib)} inputs; {io_note(out)}"
     ]
+    if "calibration" in found:
+        notes.append(f"LiteRT calibration {found['calibration']}")
+    return notes
