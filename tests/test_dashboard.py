@@ -7,7 +7,7 @@ import json
 import re
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -269,3 +269,28 @@ def test_import_is_cheap() -> None:
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_time_axis_spans_the_runs_even_with_an_empty_panel(tmp_path: Path) -> None:
+    """A panel without values (the null backend has no accuracy) must not pull Plotly's
+    default date range into the shared time axis (it once stretched it back to 1970)."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "store"
+    for n, run_id in enumerate(RUNS[:4]):
+        p50 = 2.0 * float(np.exp(0.01 * rng.normal()))
+        rows = [_row("digits_cnn", "fp32", "null", p50=p50, fp32_agreement=None)]
+        _write_run(root, run_id, T0 + timedelta(days=n), rows)
+    page = build_dashboard_html(load_history(root), title="null")
+    assert "no values recorded" in page
+    ids = re.findall(r'Plotly\.newPlot\(\s*"([^"]+)"', page)
+    assert ids
+    for div_id in ids:
+        m = re.search(r'Plotly\.newPlot\(\s*"' + re.escape(div_id) + r'",\s*', page)
+        assert m
+        decoder = json.JSONDecoder()
+        _, end = decoder.raw_decode(page, m.end())
+        layout, _ = decoder.raw_decode(page, page.index("{", end))
+        for axis in ("xaxis", "xaxis4"):
+            low, high = (datetime.fromisoformat(t) for t in layout[axis]["range"])
+            assert T0 - timedelta(days=1) < low < T0
+            assert T0 + timedelta(days=3) < high < T0 + timedelta(days=4)

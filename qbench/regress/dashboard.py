@@ -387,9 +387,13 @@ def _figure(rows: Any, fingerprint: str, points: list[ChangePoint], div_id: str)
         row, col = n // 2 + 1, n % 2 + 1
         ys = [_num(v) for v in ok[metric]] if metric in ok else [None] * len(ok)
         if all(v is None for v in ys):
+            # Explicit refs to this panel's own axes: with row/col, plotly keeps a "x domain"
+            # ref on the first panel, where x=0.5 is a date in 1970 that stretches the shared
+            # time axis of every panel.
+            axis = "" if n == 0 else str(n + 1)
             fig.add_annotation(
-                text="no values recorded", showarrow=False, row=row, col=col,
-                xref="x domain", yref="y domain", x=0.5, y=0.5,
+                text="no values recorded", showarrow=False,
+                xref=f"x{axis} domain", yref=f"y{axis} domain", x=0.5, y=0.5,
             )  # fmt: skip
             continue
         _add_line(fig, metric, x, ys, runs, ok, row, col)
@@ -400,9 +404,23 @@ def _figure(rows: Any, fingerprint: str, points: list[ChangePoint], div_id: str)
             fig.update_yaxes(tickformat=".1%", range=_share_range(ys), row=row, col=col)
     _add_not_ok(fig, rows, ok)
     fig.update_layout(showlegend=False, hovermode="closest")
-    fig.update_xaxes(type="date")
+    # The time range is set, not autoscaled: a panel without data (accuracy of the null
+    # backend) would otherwise pull Plotly's default date range into the shared axis.
+    fig.update_xaxes(type="date", range=_time_range(rows))
     fig.update_annotations(font_size=12)
     return f'<div class="chart">{_render(fig, div_id, FIGURE_HEIGHT)}</div>'
+
+
+def _time_range(rows: Any) -> list[str] | None:
+    """The cell's runs in time, padded by 3% (an hour either side of a single run)."""
+    import pandas as pd
+
+    starts = rows["run_started_at"].dropna()
+    if starts.empty:
+        return None
+    lo, hi = pd.Timestamp(starts.min()), pd.Timestamp(starts.max())
+    pad = (hi - lo) * 0.03 if hi > lo else pd.Timedelta(hours=1)
+    return [(lo - pad).isoformat(), (hi + pad).isoformat()]
 
 
 def _share_range(ys: list[float | None]) -> list[float]:
