@@ -44,6 +44,8 @@ VARIANTS: dict[str, tuple[Any, dict[str, Any]]] = {
     "weight_only_4": (WEIGHT_ONLY, {"bits": 4}),
     "dynamic_4": (WEIGHT_ONLY, {"bits": 4, "accuracy_level": 4}),
     "weight_only_8": (WEIGHT_ONLY, {"bits": 8}),
+    "weight_only_8_gptq": (WEIGHT_ONLY, {"bits": 8, "rounding": "gptq"}),
+    "weight_only_4_gptq": (WEIGHT_ONLY, {"bits": 4, "rounding": "gptq"}),
 }
 
 
@@ -527,3 +529,150 @@ def test_gptq_weights_lower_each_layers_output_error(
         assert errors[1] < errors[0], (name, errors)
     ref = run_tflite(fp32, digits["x"]).argmax(1)
     assert float((run_tflite(path, digits["x"]).argmax(1) == ref).mean()) >= 0.95
+
+
+# --- weight_only rounding=gptq ------------------------------------------------------------------
+
+
+def test_pack_int4_is_ai_edge_quantizers_layout() -> None:
+    from ai_edge_quantizer.transformations.transformation_utils import pack_data
+
+    from qbench.methods._litert_quant import pack_int4, unpack_int4
+
+    rng = np.random.default_rng(1)
+    for n in (8, 9, 1):
+        values = rng.integers(-8, 8, size=n).astype(np.int8)
+        packed = pack_int4(values)
+        np.testing.assert_array_equal(packed, pack_data(4, values.view(np.uint8)))
+        np.testing.assert_array_equal(unpack_int4(packed, n), values)
+
+
+def _int_weights(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Constant int8/int4 weight tensor name -> (stored bytes, per-channel scales)."""
+    from qbench.methods._litert_quant import _buffer_view, _schema
+
+    schema = _schema()
+    data = bytearray(path.read_bytes())
+    model = schema.Model.GetRootAsModel(data, 0)
+    graph = model.Subgraphs(0)
+    found = {}
+    for i in range(graph.TensorsLength()):
+        t = graph.Tensors(i)
+        q = t.Quantization()
+        if t.Type() in (schema.TensorType.INT8, schema.TensorType.INT4) and q is not None \
+                and q.ScaleLength() > 1:  # fmt: skip
+            stored = _buffer_view(data, model.Buffers(t.Buffer())).copy()
+            found[t.Name().decode()] = (stored, q.ScaleAsNumpy().copy())
+    return found
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_weight_only_gptq_lowers_the_output_error(
+    ctx: MakeContext, built: dict[str, Any], digits: dict[str, np.ndarray], bits: int
+) -> None:
+    """rounding=gptq rewrites every int weight of the weight-only flatbuffer (behind its
+    DEQUANTIZE; packed int4 at 4 bits) on the quantizer's own scales, and the logits on held-out
+    inputs (the eval split, not the calibration inputs) move less from fp32 than nearest's."""
+    from qbench.methods._litert_quant import unpack_int4
+
+    nearest, (gptq, meta) = built[f"weight_only_{bits}"][0], built[f"weight_only_{bits}_gptq"]
+    assert nearest.read_bytes() != gptq.read_bytes()
+    assert op_counts(nearest) == op_counts(gptq)  # same graph, other integers
+    before, after = _int_weights(nearest), _int_weights(gptq)
+    assert set(before) == set(after) and len(after) == (5 if bits == 8 else 4)
+    for name, (stored, scales) in after.items():
+        np.testing.assert_array_equal(scales, before[name][1])  # same grid
+        assert stored.size == before[name][0].size and not np.array_equal(stored, before[name][0])
+        if bits == 4:
+            assert np.abs(unpack_int4(stored, 2 * stored.size)).max() <= 7
+    x = digits["x"]
+    ref = run_tflite(built["fp32"][0], x)
+
+    def error(path: Path) -> float:
+        return float(np.mean((run_tflite(path, x) - ref) ** 2))
+
+    assert error(gptq) < 0.9 * error(nearest), (error(gptq), error(nearest))
+    taken = "5 int8" if bits == 8 else "4 int4"
+    notes = meta["artifact_notes"]
+    assert f"GPTQ rounding of all {taken} weights, Hessians from 64 calibration inputs" in notes
+    assert meta["packed_bytes"] == built[f"weight_only_{bits}"][1]["packed_bytes"]
+
+
+def test_weight_only_rounding_parameter() -> None:
+    from qbench.params import stable_hash
+    from qbench.plan import non_default
+
+    digits_cnn = FAM.models.get("digits_cnn")()
+    nearest, gptq = WEIGHT_ONLY.Params(bits=8), WEIGHT_ONLY.Params(bits=8, rounding="gptq")
+    assert nearest.rounding == "nearest"
+    # the default leaves dumps (artifact cache keys, method_sha256) as they were before it
+    assert nearest.model_dump() == {"bits": 8, "block_size": 32, "symmetric": True,
+                                    "accuracy_level": None}  # fmt: skip
+    assert stable_hash({"method": "weight_only", "params": nearest.model_dump()}) == stable_hash(
+        {"method": "weight_only", "params": WEIGHT_ONLY.Params(bits=8, rounding="nearest")
+         .model_dump()}
+    )  # fmt: skip
+    assert gptq.model_dump()["rounding"] == "gptq" and non_default(gptq) == {
+        "bits": 8, "rounding": "gptq"}  # fmt: skip
+    assert WEIGHT_ONLY.Params(**gptq.model_dump()) == gptq
+    assert WEIGHT_ONLY.needs_calibration(gptq) and not WEIGHT_ONLY.needs_calibration(nearest)
+
+    row = WEIGHT_ONLY.describe("tflite", gptq)
+    assert set(row) <= set(RESULT_COLUMN_NAMES)
+    assert row["calibrator"] == "gptq" and row["act_dtype"] == "float32"
+    assert any(n.startswith("rounding=gptq: GPTQ (Frantar et al. 2022)") for n in row["notes"])
+    plain = WEIGHT_ONLY.describe("tflite", nearest)
+    assert "calibrator" not in plain and not any("gptq" in n.lower() for n in plain["notes"])
+    hybrid = WEIGHT_ONLY.describe("tflite", WEIGHT_ONLY.Params(accuracy_level=4, rounding="gptq"))
+    assert hybrid["calibrator"] == "dynamic" and any("rounding=gptq" in n for n in hybrid["notes"])
+
+    for bits in (4, 8):
+        params = WEIGHT_ONLY.Params(bits=bits, rounding="gptq")
+        assert WEIGHT_ONLY.unsupported("tflite", params, digits_cnn) is None
+        reason = WEIGHT_ONLY.unsupported("onnx", params, digits_cnn)
+        assert reason == ("rounding=gptq is built for LiteRT (tflite) only; the ONNX "
+                          "MatMulNBits path rounds to nearest")  # fmt: skip
+    assert WEIGHT_ONLY.unsupported("onnx", nearest, digits_cnn) is None
+    # an unsupported LiteRT combination still gives its own one-line reason
+    two = WEIGHT_ONLY.unsupported("tflite", WEIGHT_ONLY.Params(bits=2, rounding="gptq"), digits_cnn)
+    assert two is not None and "bits=2" in two and "\n" not in two
+
+
+def test_plan_and_agent_calibrate_gptq_cells(tmp_path: Path) -> None:
+    """A suite with rounding [nearest, gptq] on litert: the gptq cell is calibrated (its id and
+    the row say so), nearest is not; on onnxruntime the gptq cell is skipped in one line."""
+    from qbench import agent
+    from qbench.plan import build_plan
+    from qbench.runner import base_row
+    from qbench.suite.loader import load_suite
+
+    suite = write_suite(tmp_path, """
+        name: g
+        models: [digits_cnn]
+        methods: [{name: weight_only, params: {bits: 8, rounding: [nearest, gptq]}}]
+        backends: [litert, onnxruntime]
+        accuracy: {samples: 16}
+        calibration: {samples: 32}
+    """)  # fmt: skip
+    cells = {(c.method_params.get("rounding", "nearest"), c.backend): c
+             for c in build_plan(*load_suite(suite)).cells}  # fmt: skip
+    assert len(cells) == 4
+    assert "rounding=gptq" in cells["gptq", "litert"].cell_id
+    assert "rounding" not in cells["nearest", "litert"].cell_id
+    assert cells["gptq", "onnxruntime"].skip_reason == (
+        "rounding=gptq is built for LiteRT (tflite) only; the ONNX MatMulNBits path rounds to "
+        "nearest"
+    )
+    assert cells["nearest", "onnxruntime"].skip_reason is None
+    cell = cells["gptq", "litert"]
+    assert cell.skip_reason is None and cell.artifact_format == "tflite"
+    row = base_row(cell)
+    assert row["calibrator"] == "gptq" and row["calib_outlier_fraction"] == 0.0
+    assert json.loads(row["method_params_json"])["rounding"] == "gptq"
+    assert base_row(cells["nearest", "litert"])["calib_outlier_fraction"] is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = agent.prepare(cell)
+    assert result["calib_samples"] == 32 and result["calib_sha256"]
+    notes = result["artifact_notes"]
+    assert "GPTQ rounding of all 5 int8 weights, Hessians from 32 calibration inputs" in notes

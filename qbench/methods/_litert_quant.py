@@ -7,8 +7,8 @@ dominate and later extremes barely move the range, which clips the logits) and t
 update rule, so its `Calibrator` is driven directly with `qsv_utils.min_max_update`, in
 profiler mode (min/max tracked inside the interpreter; same ranges, about 4x faster). Other
 calibrators (percentile, entropy, mse: qbench.methods.calibration's) then narrow those ranges
-from histograms of the fp32 model's tensors (`calibrated_ranges`). `gptq_weights` can re-round
-a quantized model's int8 weights with GPTQ on the same scales (not used by any method yet).
+from histograms of the fp32 model's tensors (`calibrated_ranges`). `gptq_weights` re-rounds a
+quantized model's int8/int4 weights with GPTQ on the same scales (weight_only's rounding=gptq).
 """
 
 from __future__ import annotations
@@ -286,22 +286,28 @@ def fp16_weights(fp32: Path, out: Path) -> dict[str, Any]:
     return quantize(fp32, out, FP16_RECIPE)
 
 
-def dynamic_range(fp32: Path, out: Path, bits: int = 8) -> dict[str, Any]:
+def dynamic_range(
+    fp32: Path, out: Path, bits: int = 8, calib: np.ndarray | None = None, gptq: bool = False
+) -> dict[str, Any]:
     """int8/int4 symmetric per-channel weights, float32 activations that LiteRT's hybrid kernels
-    quantize at run time (recipe.dynamic_wi{bits}_afp32)."""
+    quantize at run time (recipe.dynamic_wi{bits}_afp32); `gptq`: weights rounded by GPTQ on
+    `calib` instead of to nearest."""
     from ai_edge_quantizer import recipe
 
     make = {8: recipe.dynamic_wi8_afp32, 4: recipe.dynamic_wi4_afp32}[bits]
-    return quantize(fp32, out, make())
+    return quantize(fp32, out, make(), calib, gptq=gptq)
 
 
-def weight_only(fp32: Path, out: Path, bits: int = 8) -> dict[str, Any]:
+def weight_only(
+    fp32: Path, out: Path, bits: int = 8, calib: np.ndarray | None = None, gptq: bool = False
+) -> dict[str, Any]:
     """int8/int4 symmetric per-channel weights with a DEQUANTIZE to float32 in front of each op:
-    float kernels (recipe.weight_only_wi{bits}_afp32)."""
+    float kernels (recipe.weight_only_wi{bits}_afp32); `gptq`: weights rounded by GPTQ on
+    `calib` instead of to nearest."""
     from ai_edge_quantizer import recipe
 
     make = {8: recipe.weight_only_wi8_afp32, 4: recipe.weight_only_wi4_afp32}[bits]
-    return quantize(fp32, out, make())
+    return quantize(fp32, out, make(), calib, gptq=gptq)
 
 
 def full_integer(
@@ -310,16 +316,15 @@ def full_integer(
     calib: np.ndarray,
     activation_bits: int = 8,
     calibration: Any = None,
-    gptq: bool = False,
 ) -> dict[str, Any]:
     """int8 per-channel symmetric weights with int8 (asymmetric) or int16 (symmetric)
     activations and integer model I/O (recipe.static_wi8_ai8 / static_wi8_ai16), activation
-    ranges from min/max calibration on `calib` or the calibrator of `calibration`; `gptq`:
-    weights rounded by GPTQ instead of to nearest."""
+    ranges from min/max calibration on `calib` or the calibrator of `calibration`. (GPTQ
+    rounding did not help here: MobileNetV2's error is the activations' int8 grid.)"""
     from ai_edge_quantizer import recipe
 
     make = {8: recipe.static_wi8_ai8, 16: recipe.static_wi8_ai16}[activation_bits]
-    return quantize(fp32, out, make(), calib, calibration=calibration, gptq=gptq)
+    return quantize(fp32, out, make(), calib, calibration=calibration)
 
 
 def conversion_note() -> str:
@@ -530,9 +535,26 @@ def _buffer_view(data: bytearray, buffer: Any) -> np.ndarray:
     raise ValueError("weight buffer holds no data")
 
 
+def pack_int4(values: np.ndarray) -> np.ndarray:
+    """int4 values (-8..7) packed two per byte as TFLite and ai-edge-quantizer store them:
+    element 2i in the low nibble of byte i, element 2i+1 in its high nibble."""
+    flat = np.asarray(values).reshape(-1).astype(np.uint8) & 0x0F
+    if flat.size % 2:
+        flat = np.append(flat, np.uint8(0))
+    return (flat[0::2] | (flat[1::2] << 4)).astype(np.uint8)
+
+
+def unpack_int4(packed: np.ndarray, count: int) -> np.ndarray:
+    """The `count` signed int4 values of `pack_int4`'s bytes, as int8."""
+    b = np.asarray(packed).view(np.uint8)
+    nibbles = np.stack([b & 0x0F, b >> 4], axis=1).reshape(-1)[:count].astype(np.int8)
+    return np.where(nibbles > 7, nibbles - 16, nibbles).astype(np.int8)
+
+
 def gptq_weights(fp32: Path, quantized: Path, calib: np.ndarray) -> int:
-    """Overwrite the int8 weights of `quantized`'s CONV_2D / DEPTHWISE_CONV_2D /
-    FULLY_CONNECTED ops (per-channel symmetric, as ai-edge-quantizer wrote them) with GPTQ's
+    """Overwrite the int8 or (packed) int4 weights of `quantized`'s CONV_2D /
+    DEPTHWISE_CONV_2D / FULLY_CONNECTED ops (per-channel symmetric, as ai-edge-quantizer wrote
+    them: on the op itself, or behind the DEQUANTIZE of a weight-only recipe) with GPTQ's
     rounding of the float weights of `fp32` on the same scales, Hessians from `calib`. Returns
     the number of weight tensors rewritten."""
     schema = _schema()
@@ -542,16 +564,24 @@ def gptq_weights(fp32: Path, quantized: Path, calib: np.ndarray) -> int:
     model = schema.Model.GetRootAsModel(data, 0)
     graph = model.Subgraphs(0)
     op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    rewritten = 0
-    for i in range(graph.OperatorsLength()):
-        op = graph.Operators(i)
+
+    def kind_of(op: Any) -> str | None:
         code = model.OperatorCodes(op.OpcodeIndex())
-        kind = op_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()))
+        return op_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()))
+
+    ops = [graph.Operators(i) for i in range(graph.OperatorsLength())]
+    # weight-only recipes: constant int weight -> DEQUANTIZE -> float32 "<name>_dequant" -> op
+    dequantized = {op.Outputs(0): op.Inputs(0) for op in ops
+                   if kind_of(op) == "DEQUANTIZE" and op.OutputsLength()}  # fmt: skip
+    qmax = {schema.TensorType.INT8: 127, schema.TensorType.INT4: 7}
+    rewritten = 0
+    for op in ops:
+        kind = kind_of(op)
         if kind not in _GPTQ_OPS:
             continue
-        tensor = graph.Tensors(op.Inputs(1))
+        tensor = graph.Tensors(dequantized.get(op.Inputs(1), op.Inputs(1)))
         name = tensor.Name().decode()
-        if tensor.Type() != schema.TensorType.INT8 or name not in floats or name not in hessians:
+        if tensor.Type() not in qmax or name not in floats or name not in hessians:
             continue
         q = tensor.Quantization()
         channels = tensor.ShapeAsNumpy()[q.QuantizedDimension()]
@@ -561,13 +591,19 @@ def gptq_weights(fp32: Path, quantized: Path, calib: np.ndarray) -> int:
         if np.any(q.ZeroPointAsNumpy() != 0):
             raise ValueError(f"{kind} weight {name} is not symmetric")
         stored = _buffer_view(data, model.Buffers(tensor.Buffer()))
-        shape = tuple(tensor.ShapeAsNumpy())
-        rows = gptq_round(_as_rows(floats[name], kind), hessians[name], q.ScaleAsNumpy())
-        if kind == "DEPTHWISE_CONV_2D":
-            stored[:] = rows.T.reshape(-1)
+        size = int(np.prod(tensor.ShapeAsNumpy()))
+        ints = gptq_round(_as_rows(floats[name], kind), hessians[name], q.ScaleAsNumpy(),
+                          qmax=qmax[tensor.Type()])  # fmt: skip
+        flat = (ints.T if kind == "DEPTHWISE_CONV_2D" else ints).reshape(-1)
+        if tensor.Type() == schema.TensorType.INT4:
+            packed = pack_int4(flat)
+            if stored.size != packed.size:
+                raise ValueError(f"{kind} weight {name}: {stored.size} bytes stored, "
+                                 f"{packed.size} for {size} packed int4 values")  # fmt: skip
+            stored[:] = packed.view(np.int8)
         else:
-            stored[:] = rows.reshape(-1)
-        assert stored.size == int(np.prod(shape))
+            assert stored.size == size
+            stored[:] = flat
         rewritten += 1
     Path(quantized).write_bytes(bytes(data))
     return rewritten

@@ -23,7 +23,10 @@ quantize CONV_2D and FULLY_CONNECTED weights (DEPTHWISE_CONV_2D too at 8 bits) s
 output channel: block_size is not used (it takes its default only). accuracy_level=4 gives
 dynamic_wi{bits}_afp32 (hybrid kernels quantize the activations to int8 at run time: native);
 otherwise weight_only_wi{bits}_afp32, a DEQUANTIZE to float32 in front of each weight and float
-kernels (simulated). 2-bit and asymmetric weights are not built for LiteRT.
+kernels (simulated). 2-bit and asymmetric weights are not built for LiteRT. rounding=gptq
+re-rounds the quantizer's int8/int4 weights with GPTQ (Frantar et al. 2022) on its own scales,
+Hessians of each layer's inputs from the calibration inputs run through the fp32 .tflite
+(qbench.methods._litert_quant.gptq_weights): LiteRT only.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
 from qbench.methods.base import MakeContext, Method, fp32_tflite, packed_bytes
 from qbench.params import Params
@@ -72,6 +75,21 @@ class WeightOnlyParams(Params):
         "per block at run time, int32 accumulation); None/0 leave it unset. ORT's x86 CPU "
         "kernels compute in fp32 at every level but 4",
     )
+    rounding: Literal["nearest", "gptq"] = Field(
+        default="nearest",
+        description="nearest: round each weight to its nearest level; gptq: GPTQ (Frantar et "
+        "al. 2022) chooses each weight's rounding to minimise the layer's output error on "
+        "calibration inputs, on the same scales (tflite format only; needs calibration)",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_default_rounding(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Dumps (artifact cache keys, method_sha256, cell params) omit rounding=nearest, so they
+        # stay those of the parameters before `rounding` existed.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("rounding") == "nearest":
+            del data["rounding"]
+        return data
 
 
 def _compute(params: WeightOnlyParams) -> str:
@@ -90,6 +108,10 @@ class WeightOnly(Method):
     description = "4-bit (2/8) blockwise weight-only MatMul/Gemm through ORT's MatMulNBits"
     Params = WeightOnlyParams
     produces = ("onnx", "tflite")
+
+    def needs_calibration(self, params: Params) -> bool:
+        assert isinstance(params, WeightOnlyParams)
+        return params.rounding == "gptq"  # GPTQ's Hessians come from the calibration inputs
 
     def execution(self, fmt: str, params: Params) -> str:
         assert isinstance(params, WeightOnlyParams)
@@ -136,6 +158,10 @@ class WeightOnly(Method):
             return super().unsupported(fmt, params, source) or _tflite_unsupported(params)
         if fmt != "onnx":
             return f"{self.name} builds ONNX (MatMulNBits) and LiteRT artifacts only"
+        assert isinstance(params, WeightOnlyParams)
+        if params.rounding == "gptq":
+            return ("rounding=gptq is built for LiteRT (tflite) only; the ONNX MatMulNBits path "
+                    "rounds to nearest")  # fmt: skip
         return super().unsupported(fmt, params, source)
 
     def make(self, fmt: str, params: Params, ctx: MakeContext, out: Path) -> dict[str, Any]:
@@ -353,6 +379,10 @@ def _describe_tflite(params: WeightOnlyParams) -> dict[str, Any]:
                      "time")  # fmt: skip
     else:
         notes.append("weights dequantized to float32 by DEQUANTIZE ops; float kernels")
+    if params.rounding == "gptq":
+        notes.append("rounding=gptq: GPTQ (Frantar et al. 2022) chose each weight's integer on "
+                     "ai-edge-quantizer's per-channel scales to minimise its layer's output error "
+                     "on the calibration inputs (Hessians from the fp32 .tflite)")  # fmt: skip
     row: dict[str, Any] = {
         "bits_w": params.bits,
         "bits_a": 8 if dynamic else 32,
@@ -364,7 +394,9 @@ def _describe_tflite(params: WeightOnlyParams) -> dict[str, Any]:
         "notes": notes,
     }
     if dynamic:
-        row["calibrator"] = "dynamic"
+        row["calibrator"] = "dynamic"  # activation ranges; GPTQ's inputs: calib_samples
+    elif params.rounding == "gptq":
+        row["calibrator"] = "gptq"  # the calibration inputs give GPTQ's Hessians only
     return row
 
 
@@ -378,12 +410,13 @@ def _make_tflite(params: WeightOnlyParams, ctx: MakeContext, out: Path) -> dict[
     )
 
     fp32 = fp32_tflite(ctx)
-    if params.accuracy_level == 4:
-        dynamic_range(fp32, out, params.bits)
-        recipe = f"dynamic_wi{params.bits}_afp32"
-    else:
-        weight_only(fp32, out, params.bits)
-        recipe = f"weight_only_wi{params.bits}_afp32"
+    gptq = params.rounding == "gptq"
+    if gptq and (ctx.calib is None or len(ctx.calib) == 0):
+        raise ValueError(f"model {ctx.model_name}: rounding=gptq needs calibration inputs")
+    build = dynamic_range if params.accuracy_level == 4 else weight_only
+    found = build(fp32, out, params.bits, ctx.calib if gptq else None, gptq=gptq)
+    kind = "dynamic" if params.accuracy_level == 4 else "weight_only"
+    recipe = f"{kind}_wi{params.bits}_afp32"
     dtypes = weight_dtypes(out)
     taken = dtypes.get(f"int{params.bits}", 0)
     note = (f"LiteRT {params.bits}-bit weights (ai-edge-quantizer {aeq_version()} {recipe}): "
@@ -392,4 +425,13 @@ def _make_tflite(params: WeightOnlyParams, ctx: MakeContext, out: Path) -> dict[
     if taken == 0:
         raise ValueError(f"ai-edge-quantizer left every weight of model {ctx.model_name} in "
                          "float32")  # fmt: skip
-    return {"packed_bytes": packed_bytes(ctx, weight_bits(params.bits)), "artifact_notes": [note]}
+    notes = [note]
+    if gptq:
+        rewritten = found.get("gptq_weights", 0)
+        if rewritten != taken:  # never leave a weight rounded to nearest without saying so
+            raise ValueError(f"GPTQ re-rounded {rewritten} of the {taken} int{params.bits} "
+                             f"weights of model {ctx.model_name}")  # fmt: skip
+        assert ctx.calib is not None
+        notes.append(f"GPTQ rounding of all {rewritten} int{params.bits} weights, Hessians "
+                     f"from {len(ctx.calib)} calibration inputs")  # fmt: skip
+    return {"packed_bytes": packed_bytes(ctx, weight_bits(params.bits)), "artifact_notes": notes}
