@@ -313,8 +313,11 @@ def test_16bit_activations_beat_8bit(
         build(tiny_ctx, artifact, activations=activations)
         sqnr[activations] = fidelity(ref, predict(artifact, digits["eval"]))["output_sqnr_db"]
         assert initializers(artifact)["input_zero_point"].dtype == np.dtype(activations)
-    assert sqnr["uint16"] > sqnr["uint8"] + 10, sqnr
-    assert sqnr["int16"] > sqnr["int8"] + 10, sqnr
+    # 8-bit weights cap both near 44 dB; how far 8-bit activations fall below depends on the
+    # CPU (u8s8 kernels without VNNI saturate: 19 dB on AVX2, 41 dB with VNNI), so the margin
+    # asked is one any CPU gives: 16-bit activations must remove measurable error.
+    assert sqnr["uint16"] > sqnr["uint8"] + 2, sqnr
+    assert sqnr["int16"] > sqnr["int8"] + 2, sqnr
     p16 = STATIC.Params(activations="uint16")
     assert STATIC.execution("onnx", p16) == "simulated"  # float kernels between 16-bit Q/DQ
     assert STATIC.execution("onnx", STATIC.Params()) == "native"
