@@ -137,6 +137,22 @@ def minmax_ranges(fp32: Path, recipe: Any, calib: np.ndarray) -> dict[str, Any]:
     return finite_ranges(fp32, cal.get_model_qsvs())
 
 
+def _tracing_interpreter(data: bytes) -> Any:
+    """An interpreter of a float .tflite that keeps every intermediate tensor readable after
+    invoke (builtin kernels: a delegate would fuse the tensors away)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    with quiet():
+        interpreter = Interpreter(
+            model_content=data,
+            num_threads=min(4, os.cpu_count() or 1),
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+            experimental_preserve_all_tensors=True,
+        )
+        interpreter.allocate_tensors()
+    return interpreter
+
+
 def calibrated_ranges(fp32: Path, qsvs: dict[str, Any], calib: np.ndarray,
                       settings: Any) -> tuple[dict[str, Any], str]:  # fmt: skip
     """`qsvs` (min/max ranges) with each activation tensor's range chosen by the method
@@ -146,7 +162,6 @@ def calibrated_ranges(fp32: Path, qsvs: dict[str, Any], calib: np.ndarray,
     from histograms of the fp32 flatbuffer's tensors over `calib` (builtin kernels, every
     intermediate tensor kept). The model's outputs keep their min/max range: clipping the
     logits would merge the highest scores. Returns (ranges, a summary)."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
     from onnxruntime.quantization.calibrate import HistogramCollector
 
     from qbench.methods.calibration import _TENSOR_TYPES, _floats, mse_range
@@ -154,14 +169,7 @@ def calibrated_ranges(fp32: Path, qsvs: dict[str, Any], calib: np.ndarray,
     if settings.calibrator == "minmax":
         return qsvs, "min/max"
     data = Path(fp32).read_bytes()
-    with quiet():
-        interpreter = Interpreter(
-            model_content=data,
-            num_threads=min(4, os.cpu_count() or 1),
-            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-            experimental_preserve_all_tensors=True,
-        )
-        interpreter.allocate_tensors()
+    interpreter = _tracing_interpreter(data)
     outputs = {d["name"] for d in interpreter.get_output_details()}
     index = {d["name"]: d["index"] for d in interpreter.get_tensor_details()}
     names = [n for n, q in qsvs.items()
@@ -413,7 +421,6 @@ def layer_hessians(fp32: Path, calib: np.ndarray) -> dict[str, np.ndarray]:
     the fp32 flatbuffer, builtin kernels so every intermediate tensor can be read): [K, K] with K
     a weight row's length (kernel h × w × input channels, or input features), shared by all rows;
     [C, kh·kw, kh·kw] for depthwise convolutions (one per channel)."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     schema = _schema()
     data = Path(fp32).read_bytes()
@@ -433,14 +440,7 @@ def layer_hessians(fp32: Path, calib: np.ndarray) -> dict[str, np.ndarray]:
         options = None if kind == "FULLY_CONNECTED" else _conv_options(op, kind)
         layers.append((kind, op.Inputs(0), weight.Name().decode(),
                        tuple(weight.ShapeAsNumpy()), options))  # fmt: skip
-    with quiet():
-        interpreter = Interpreter(
-            model_content=data,
-            num_threads=min(4, os.cpu_count() or 1),
-            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-            experimental_preserve_all_tensors=True,
-        )
-        interpreter.allocate_tensors()
+    interpreter = _tracing_interpreter(data)
     source = interpreter.get_input_details()[0]["index"]
     hessians: dict[str, np.ndarray] = {}
     for sample in np.asarray(calib, dtype=np.float32):
