@@ -119,23 +119,21 @@ def main() -> int:
     null_cell = next(c for c in quiet["cell_id"].unique() if "/null" in c)
     # (kind, cell, base run, candidate run, history the candidate is judged with)
     cases: list[tuple[str, str, str, str, Any]] = []
+    started_at = dict(zip(quiet["run_id"], quiet["run_started_at"], strict=True))
     for i in range(args.pairs):
-        pair_q = quiet
-        pair_s = pd.concat(
+        # s_i is judged with the quiet history up to q_i (its base), as a nightly would be;
+        # q_i+1 with the quiet store (compare_runs keeps only runs up to the base).
+        with_s = pd.concat(
             [
-                quiet[
-                    quiet["run_started_at"]
-                    <= quiet[quiet["run_id"] == q_ids[i]]["run_started_at"].iloc[0]
-                ],
+                quiet[quiet["run_started_at"] <= started_at[q_ids[i]]],
                 slowed[slowed["run_id"] == s_ids[i]],
             ],
             ignore_index=True,
         )
-        # The quiet store's history before q_i+1 is quiet runs only; for s_i it is q0..q_i.
-        cases.append(("no change", null_cell, q_ids[i], q_ids[i + 1], pair_q))
-        cases.append(("no change", ort_cell, q_ids[i], q_ids[i + 1], pair_q))
-        cases.append(("no change", ort_cell, q_ids[i], s_ids[i], pair_s))
-        cases.append(("slowdown", null_cell, q_ids[i], s_ids[i], pair_s))
+        cases.append(("no change", null_cell, q_ids[i], q_ids[i + 1], quiet))
+        cases.append(("no change", ort_cell, q_ids[i], q_ids[i + 1], quiet))
+        cases.append(("no change", ort_cell, q_ids[i], s_ids[i], with_s))
+        cases.append(("slowdown", null_cell, q_ids[i], s_ids[i], with_s))
 
     print(
         f"\n{args.pairs} rounds on {args.model} (ORT, 1 thread) and the null backend "

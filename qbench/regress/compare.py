@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from qbench.regress.history import load_history, relative_noise
+from qbench.report.fmt import num as _num
 
 REGRESSION, IMPROVEMENT, NO_CHANGE = "regression", "improvement", "no change"
 # Cell-level outcomes beside the three verdicts.
@@ -182,22 +183,6 @@ def latency_verdict(
     if not p < t.alpha:
         return NO_CHANGE, why + f" (not significant at {t.alpha:g})", p
     return (REGRESSION if log_ratio > 0 else IMPROVEMENT), why, p
-
-
-def _relative(base: float | None, cand: float | None) -> float | None:
-    if base is None or cand is None or base == 0:
-        return None
-    return cand / base - 1.0
-
-
-def _num(value: Any) -> float | None:
-    if value is None:
-        return None
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
 
 
 def _list(value: Any) -> list[float]:

@@ -19,6 +19,8 @@ from typing import Any
 
 from qbench.regress.changepoint import ChangePoint, find_change_points
 from qbench.regress.history import METRICS
+from qbench.report.data import is_missing as _missing
+from qbench.report.fmt import num as _num
 
 # The metrics drawn, in panel order (row by row in a 2 x 2 grid).
 DASHBOARD_METRICS = ("latency_p50_ms", "throughput_ips", "peak_rss_mb", "accuracy")
@@ -39,18 +41,6 @@ class FoundChange:
     attrs: dict[str, str]  # model, method, backend, device (for the filters)
     when: Any  # run_started_at of the first run after the step
     point: ChangePoint
-
-
-def _missing(value: Any) -> bool:
-    from qbench.report.data import is_missing
-
-    return is_missing(value)
-
-
-def _num(value: Any) -> float | None:
-    from qbench.report.fmt import num
-
-    return num(value)
 
 
 def _pct(change: float) -> str:

@@ -57,15 +57,6 @@ def fingerprint_of(run: dict[str, Any]) -> str:
     return hashlib.sha256(fingerprint_label(run).encode()).hexdigest()[:10]
 
 
-def accuracy_of(row: dict[str, Any]) -> tuple[float | None, str | None]:
-    """(value, metric name): top-1 on labelled data, else top-1 agreement with fp32."""
-    for column in ("top1", "fp32_agreement"):
-        value = row.get(column)
-        if value is not None and not (isinstance(value, float) and math.isnan(value)):
-            return float(value), column
-    return None, None
-
-
 def load_history(store: str | Path) -> Any:
     """Every result row of a store joined with its run: a pandas DataFrame sorted by run start.
 
@@ -75,6 +66,7 @@ def load_history(store: str | Path) -> Any:
     """
     import pandas as pd
 
+    from qbench.report.data import add_accuracy
     from qbench.store.parquet import load
 
     runs, results = load(store)
@@ -98,9 +90,7 @@ def load_history(store: str | Path) -> Any:
     df = results.copy()
     for column in ("run_started_at", "fingerprint", "fingerprint_label", "host"):
         df[column] = [info.get(r, {}).get(column) for r in df["run_id"]]
-    acc = [accuracy_of(r) for r in df.to_dict("records")]
-    df["accuracy"] = [a[0] for a in acc]
-    df["accuracy_metric"] = [a[1] for a in acc]
+    add_accuracy(df)
     df["run_started_at"] = pd.to_datetime(df["run_started_at"], utc=True)
     return df.sort_values(["run_started_at", "run_id", "cell_id"], kind="stable").reset_index(
         drop=True

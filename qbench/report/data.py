@@ -89,6 +89,17 @@ def prepare(results: Any) -> Any:
     ]
     df["method_label"] = [p[0] or _text(m) for p, m in zip(parts, df["method"], strict=True)]
     df["backend_label"] = [p[1] or _text(b) for p, b in zip(parts, df["backend"], strict=True)]
+    add_accuracy(df)
+    df["simulated"] = df["execution"].astype(object).eq("simulated").fillna(False).astype(bool)
+    df["speedup"] = compute_speedups(df)
+    return df
+
+
+def add_accuracy(df: Any) -> None:
+    """Add `accuracy` (top1 where present, else fp32_agreement) and `accuracy_metric` (which
+    one) to a results frame, in place."""
+    import pandas as pd
+
     top1 = pd.to_numeric(df["top1"], errors="coerce")
     agree = pd.to_numeric(df["fp32_agreement"], errors="coerce")
     df["accuracy"] = top1.where(top1.notna(), agree)
@@ -96,9 +107,6 @@ def prepare(results: Any) -> Any:
         "top1" if t else ("fp32_agreement" if a else None)
         for t, a in zip(top1.notna(), agree.notna(), strict=True)
     ]
-    df["simulated"] = df["execution"].astype(object).eq("simulated").fillna(False).astype(bool)
-    df["speedup"] = compute_speedups(df)
-    return df
 
 
 def _text(value: Any) -> str:
