@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, ClassVar, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 
 class Params(BaseModel):
     """Base of every member's typed parameters: unknown keys are errors, values are frozen."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # Fields added after artifacts were cached, with the value that keeps the old behaviour:
+    # dumps (artifact cache keys, method_sha256, a cell's params) leave them out at that value,
+    # so they stay those of the parameters before the field existed.
+    omitted_at_default: ClassVar[dict[str, Any]] = {}
+
+    @model_serializer(mode="wrap")
+    def _omit_added_defaults(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            for name, value in self.omitted_at_default.items():
+                if name in data and data[name] == value:
+                    del data[name]
+        return data
 
 
 class NoParams(Params):

@@ -324,15 +324,16 @@ def full_integer(
     calib: np.ndarray,
     activation_bits: int = 8,
     calibration: Any = None,
+    gptq: bool = False,
 ) -> dict[str, Any]:
     """int8 per-channel symmetric weights with int8 (asymmetric) or int16 (symmetric)
     activations and integer model I/O (recipe.static_wi8_ai8 / static_wi8_ai16), activation
-    ranges from min/max calibration on `calib` or the calibrator of `calibration`. (GPTQ
-    rounding did not help here: MobileNetV2's error is the activations' int8 grid.)"""
+    ranges from min/max calibration on `calib` or the calibrator of `calibration`; `gptq`:
+    weights rounded by GPTQ on `calib` instead of to nearest."""
     from ai_edge_quantizer import recipe
 
     make = {8: recipe.static_wi8_ai8, 16: recipe.static_wi8_ai16}[activation_bits]
-    return quantize(fp32, out, make(), calib, calibration=calibration)
+    return quantize(fp32, out, make(), calib, calibration=calibration, gptq=gptq)
 
 
 def conversion_note() -> str:

@@ -13,7 +13,12 @@ symmetric per-channel weights; int8 asymmetric or int16 symmetric activations; i
 I/O), activation ranges from a plain min/max over the calibration inputs or, with another
 `calibrator`, chosen from histograms of the fp32 .tflite's tensors by the same calibrators
 (qbench.methods._litert_quant.calibrated_ranges). LiteRT's 8-bit activations are signed: the
-default uint8 is built as int8 (the same asymmetric grid, zero point shifted by 128).
+default uint8 is built as int8 (the same asymmetric grid, zero point shifted by 128). Two
+LiteRT-only passes raise the int8 model's fidelity without changing its graph or kernels:
+`equalize` rescales ReLU/ReLU6 conv pairs of the float model before calibration so that small
+channels get a usable share of their tensor's int8 range (qbench.methods._tflite_equalize), and
+`rounding: gptq` re-rounds the int8 weights on the quantizer's scales against the calibration
+inputs (qbench.methods._litert_quant.gptq_weights).
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -98,6 +104,40 @@ class StaticInt8Params(Params):
         description="ONNX: 7-bit weights, which avoids int16 saturation of u8s8 kernels on x86 "
         "without VNNI (torch's x86 path always reduces the activation range)",
     )
+    equalize: bool = Field(
+        default=False,
+        description="LiteRT: cross-layer equalization (Nagel et al. 2019) of the fp32 .tflite "
+        "before calibration: output channels of a conv with a fused ReLU/ReLU6 whose range is "
+        "small on the calibration inputs are scaled up and the next conv's weights for them "
+        "scaled down, so one per-tensor int8 step suits all channels; the float model computes "
+        "the same (ReLU6 channels stay below equalize_headroom x 6 on the calibration inputs)",
+    )
+    equalize_headroom: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="equalize: each channel is lifted towards this fraction of its tensor's "
+        "largest channel (and of 6 under a ReLU6): room left for inputs brighter than the "
+        "calibration set's",
+    )
+    equalize_max_scale: float = Field(
+        default=16.0,
+        ge=1,
+        description="equalize: the largest factor a channel is scaled by",
+    )
+    rounding: Literal["nearest", "gptq"] = Field(
+        default="nearest",
+        description="LiteRT: nearest rounds each int8 weight to its nearest level; gptq "
+        "(Frantar et al. 2022) chooses each weight's integer on the same per-channel scales to "
+        "minimise the layer's output error on the calibration inputs",
+    )
+
+    omitted_at_default: ClassVar[dict[str, Any]] = {
+        "equalize": False,
+        "equalize_headroom": 0.5,
+        "equalize_max_scale": 16.0,
+        "rounding": "nearest",
+    }
 
 
 # Settings only the ONNX path (ONNX Runtime's quantizer) knows; torch's x86 engine path takes
@@ -113,6 +153,13 @@ _ONNX_ONLY = (
     "reduce_range",
     "quant_format",
 )
+# Settings only the LiteRT path (qbench's own passes around ai-edge-quantizer) knows.
+_LITERT_ONLY = ("equalize", "equalize_headroom", "equalize_max_scale", "rounding")
+
+
+def _changed(params: StaticInt8Params, names: tuple[str, ...]) -> list[str]:
+    defaults = StaticInt8Params()
+    return [k for k in names if getattr(params, k) != getattr(defaults, k)]
 
 
 def _torch_qconfig_mapping() -> Any:
@@ -196,11 +243,14 @@ class StaticInt8(Method):
         assert isinstance(params, StaticInt8Params)
         if fmt == "tflite":
             return super().unsupported(fmt, params, source) or _tflite_unsupported(params)
+        litert_only = _changed(params, _LITERT_ONLY)
+        if litert_only:
+            return (", ".join(litert_only) + " is built for LiteRT (tflite) only (passes on "
+                    f"the .tflite flatbuffer); the {fmt} path takes the default")  # fmt: skip
         if fmt == "torch":
             if source.format != "torch":
                 return f"model {source.name} is an ONNX file; it has no torch module"
-            defaults = StaticInt8Params()
-            changed = [k for k in _ONNX_ONLY if getattr(params, k) != getattr(defaults, k)]
+            changed = _changed(params, _ONNX_ONLY)
             if changed:
                 return (
                     "torch x86 engine path supports calibrator=minmax with uint8 asymmetric "
@@ -406,8 +456,18 @@ def _make_tflite(params: StaticInt8Params, ctx: MakeContext, out: Path) -> list[
             activations="int16" if bits_a == 16 else "int8",
             symmetric=bits_a == 16,
         )
-    found = full_integer(fp32_tflite(ctx), out, ctx.calib, activation_bits=bits_a,
-                         calibration=settings)  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="qbench-equalize-") as tmp:
+        fp32 = fp32_tflite(ctx)
+        equalized = None
+        if params.equalize:
+            from qbench.methods._tflite_equalize import equalize
+
+            target = Path(tmp) / "equalized.tflite"
+            equalized = equalize(fp32, target, ctx.calib, params.equalize_headroom,
+                                 params.equalize_max_scale)  # fmt: skip
+            fp32 = target  # calibration, quantization and GPTQ all start from it
+        found = full_integer(fp32, out, ctx.calib, activation_bits=bits_a, calibration=settings,
+                             gptq=params.rounding == "gptq")  # fmt: skip
     recipe = "static_wi8_ai16" if bits_a == 16 else "static_wi8_ai8"
     kind = "int16 activations x int8 weights" if bits_a == 16 else "full int8"
     how = "min/max" if settings is None else params.calibrator
@@ -415,6 +475,12 @@ def _make_tflite(params: StaticInt8Params, ctx: MakeContext, out: Path) -> list[
         f"LiteRT {kind} (ai-edge-quantizer {aeq_version()} {recipe}), {how} calibration on "
         f"{len(ctx.calib)} inputs; {io_note(out)}"
     ]
+    if equalized is not None:
+        notes.append(f"before calibration, {equalized}")
     if "calibration" in found:
         notes.append(f"LiteRT calibration {found['calibration']}")
+    if "gptq_weights" in found:
+        notes.append(f"GPTQ rounding of all {found['gptq_weights']} int8 weight tensors on "
+                     f"the quantizer's scales, Hessians from {len(ctx.calib)} calibration "
+                     "inputs")  # fmt: skip
     return notes

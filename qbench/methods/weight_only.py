@@ -35,9 +35,9 @@ import contextlib
 import io
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import Field
 
 from qbench.methods.base import MakeContext, Method, fp32_tflite, packed_bytes
 from qbench.params import Params
@@ -82,14 +82,7 @@ class WeightOnlyParams(Params):
         "calibration inputs, on the same scales (tflite format only; needs calibration)",
     )
 
-    @model_serializer(mode="wrap")
-    def _without_default_rounding(self, handler: SerializerFunctionWrapHandler) -> Any:
-        # Dumps (artifact cache keys, method_sha256, cell params) omit rounding=nearest, so they
-        # stay those of the parameters before `rounding` existed.
-        data = handler(self)
-        if isinstance(data, dict) and data.get("rounding") == "nearest":
-            del data["rounding"]
-        return data
+    omitted_at_default: ClassVar[dict[str, Any]] = {"rounding": "nearest"}
 
 
 def _compute(params: WeightOnlyParams) -> str:
