@@ -41,7 +41,9 @@ def _inputs(dataset_name: str, split: str, n: int, seed: int, outlier_fraction: 
     fam = load_all()
 
     def build(tmp: Path) -> None:
-        x, y = fam.datasets.get(dataset_name)().load(split, n, seed)  # type: ignore[arg-type]
+        dataset = fam.datasets.get(dataset_name)()
+        x, y = dataset.load(split, n, seed)  # type: ignore[arg-type]
+        groups = dataset.groups(split, n, seed)  # type: ignore[arg-type]
         x = x.astype(np.float32)
         if outlier_fraction > 0:
             # Real inputs scaled far out of range, as a glitching sensor or a bad crop would
@@ -51,9 +53,13 @@ def _inputs(dataset_name: str, split: str, n: int, seed: int, outlier_fraction: 
             picked = rng.choice(len(x), size=count, replace=False)
             x[picked] *= outlier_scale
         with open(tmp, "wb") as fh:
-            np.savez(fh, x=x, **({"y": y} if y is not None else {}))
+            extra = {"y": y} if y is not None else {}
+            if groups is not None:
+                extra["g"] = groups  # which inputs were drawn together (accuracy intervals)
+            np.savez(fh, x=x, **extra)
 
-    key = {"dataset": dataset_name, "split": split, "n": n, "seed": seed, "v": 1}
+    # v2: the file holds `g`, the dataset's groups, where it has any
+    key = {"dataset": dataset_name, "split": split, "n": n, "seed": seed, "v": 2}
     if outlier_fraction > 0:
         key["outliers"] = [outlier_fraction, outlier_scale]
     return cached_file("inputs", key, ".npz", build)
@@ -222,7 +228,7 @@ def measure(cell: Cell, prepared: dict[str, Any]) -> dict[str, Any]:
     backend = fam.backends.get(cell.backend)()
     params = backend.Params(**cell.backend_params)
     data = np.load(prepared["eval_path"])
-    eval_x, labels = data["x"], data.get("y")
+    eval_x, labels, groups = data["x"], data.get("y"), data.get("g")
     reference = np.load(prepared["reference_path"])
 
     started = time.perf_counter()
@@ -280,9 +286,10 @@ def measure(cell: Cell, prepared: dict[str, Any]) -> dict[str, Any]:
         notes.append(f"accuracy empty: the {cell.backend} backend computes no outputs")
     else:
         row["accuracy_samples"] = len(eval_x)
-        row.update(fidelity(reference, outputs))
+        row["accuracy_groups"] = len(eval_x) if groups is None else len(np.unique(groups))
+        row.update(fidelity(reference, outputs, groups))
         if labels is not None:
-            row.update(accuracy(outputs, labels))
+            row.update(accuracy(outputs, labels, groups))
         else:
             notes.append(prepared["label_note"])
     inspected = session.inspect()

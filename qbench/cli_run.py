@@ -19,7 +19,11 @@ SUMMARY_FIELDS = (
     "peak_rss_mb",
     "artifact_bytes",
     "top1",
+    "top1_ci_low",
+    "top1_ci_high",
     "fp32_agreement",
+    "fp32_agreement_ci_low",
+    "fp32_agreement_ci_high",
     "output_sqnr_db",
     "error",
 )
@@ -75,10 +79,12 @@ def _print_summary(summary: Any, report: Path | None) -> None:
     )
     for row in summary.rows:
         if row["status"] == "ok":
-            acc = row.get("top1") if row.get("top1") is not None else row.get("fp32_agreement")
+            metric = "top1" if row.get("top1") is not None else "fp32_agreement"
+            low, high = row.get(f"{metric}_ci_low"), row.get(f"{metric}_ci_high")
+            span = f" [{low:.2f}, {high:.2f}]" if low is not None and high is not None else ""
             print(
                 f"  {row['cell_id']:<58} p50 {_fmt(row.get('latency_p50_ms'), '8.3f')} ms  "
-                f"acc {_fmt(acc, '.4f')}  {row.get('execution', '')}"
+                f"acc {_fmt(row.get(metric), '.4f')}{span}  {row.get('execution', '')}"
             )
     for row in summary.problems:
         print(f"  {row['status'].upper()} {row['cell_id']}: {row.get('error')}")

@@ -37,7 +37,9 @@ def test_digits_suite_end_to_end(tmp_path: Path) -> None:
         fp32, int8 = rows.loc[("fp32", backend)], rows.loc[("static_int8", backend)]
         assert fp32.top1 >= 0.97
         assert abs(int8.top1 - fp32.top1) <= 0.01
-        assert fp32.accuracy_samples == 360  # the whole held-out split
+        assert fp32.accuracy_samples == fp32.accuracy_groups == 360  # the whole held-out split
+        assert fp32.top1_ci_low < fp32.top1 <= fp32.top1_ci_high <= 1.0
+        assert int8.fp32_agreement_ci_low < int8.fp32_agreement <= int8.fp32_agreement_ci_high
         assert fp32.fp32_agreement == 1.0 and fp32.output_sqnr_db > 60
         assert int8.quantized_nodes == int8.compute_nodes > 0
         assert int8.artifact_bytes < fp32.artifact_bytes / 2

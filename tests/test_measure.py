@@ -11,7 +11,15 @@ import time
 import numpy as np
 import pytest
 
-from qbench.measure.fidelity import accuracy, fidelity, mean_cosine, sqnr_db, topk_accuracy
+from qbench.measure.fidelity import (
+    accuracy,
+    effective_samples,
+    fidelity,
+    mean_cosine,
+    sqnr_db,
+    topk_accuracy,
+    wilson_interval,
+)
 from qbench.measure.latency import time_rounds
 from qbench.measure.memory import peak_rss_mb
 from qbench.measure.stats import median_ci, summarize
@@ -172,7 +180,9 @@ def test_fidelity_agreement_counts_argmax_matches() -> None:
     test[2] = [0.7, 0.2, 0.1]  # top-1 changes from class 2 to class 0
     out = fidelity(reference, test)
     assert out["fp32_agreement"] == 0.75
-    assert set(out) == {"fp32_agreement", "output_cosine", "output_sqnr_db"}
+    assert set(out) == {"fp32_agreement", "fp32_agreement_ci_low", "fp32_agreement_ci_high",
+                        "output_cosine", "output_sqnr_db"}  # fmt: skip
+    assert out["fp32_agreement_ci_low"] < 0.75 < out["fp32_agreement_ci_high"] <= 1.0
     assert 0 < out["output_cosine"] < 1
     assert out["output_sqnr_db"] == pytest.approx(sqnr_db(reference, test))
     assert fidelity(reference, reference)["fp32_agreement"] == 1.0
@@ -197,12 +207,60 @@ def test_accuracy_reports_top5_only_above_five_classes() -> None:
     rng = np.random.default_rng(0)
     labels = np.array([0, 1, 2, 3])
     five = rng.normal(size=(4, 5))
-    assert set(accuracy(five, labels)) == {"top1"}
+    assert set(accuracy(five, labels)) == {"top1", "top1_ci_low", "top1_ci_high"}
     six = rng.normal(size=(4, 6))
     out = accuracy(six, labels)
-    assert set(out) == {"top1", "top5"}
+    assert set(out) == {"top1", "top1_ci_low", "top1_ci_high", "top5"}
     assert out["top5"] == topk_accuracy(six, labels, 5)
     assert out["top1"] == topk_accuracy(six, labels, 1)
+
+
+# --- accuracy intervals -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("k", "n"), [(50, 100), (153, 170), (1, 20), (0, 17), (17, 17)])
+def test_wilson_interval_matches_scipy(k: int, n: int) -> None:
+    from scipy.stats import binomtest
+
+    expected = binomtest(k, n).proportion_ci(0.95, method="wilson")
+    assert wilson_interval(k / n, n) == pytest.approx((expected.low, expected.high), abs=1e-9)
+
+
+def test_effective_samples_rules() -> None:
+    groups = np.repeat(np.arange(17), 10)
+    mixed = np.tile([1, 1, 1, 1, 1, 1, 1, 1, 1, 0], 17)  # 9 of 10 in every group
+    assert effective_samples(mixed, None) == (170.0, 170)
+    # every group holds the same share: nothing clustered, all 170 count
+    assert effective_samples(mixed, groups) == (170.0, 17)
+    # whole groups agree or not (15 of 17): the crops add nothing beyond their photo;
+    # the cluster-robust variance p(1-p)/(G-1) makes that G - 1 draws
+    whole = np.repeat((np.arange(17) < 15).astype(int), 10)
+    n_eff, count = effective_samples(whole, groups)
+    assert count == 17 and n_eff == pytest.approx(16.0)
+    # no spread to measure clustering by: the count of groups
+    assert effective_samples(np.ones(170), groups) == (17.0, 17)
+
+
+def test_clustered_interval_is_wider_and_keeps_its_coverage() -> None:
+    """Hits drawn in 17 groups of 10 with a group-level rate (as crops of one photo): the
+    interval over groups holds the true rate in about 95% of experiments; an interval that
+    took the 170 inputs as independent would hold it far less often."""
+    rng = np.random.default_rng(7)
+    groups = np.repeat(np.arange(17), 10)
+    true, trials = 0.85, 1000
+    held = held_naive = 0
+    for _ in range(trials):
+        rate = rng.beta(true * 2, (1 - true) * 2, 17)
+        hits = (rng.random((17, 10)) < rate[:, None]).astype(float).reshape(-1)
+        logits = np.stack([hits, 1 - hits], axis=1)  # class 0 where the input "agrees"
+        reference = np.tile([1.0, 0.0], (170, 1))
+        out = fidelity(reference, logits, groups)
+        naive = fidelity(reference, logits)
+        assert out["fp32_agreement"] == naive["fp32_agreement"] == hits.mean()
+        held += out["fp32_agreement_ci_low"] <= true <= out["fp32_agreement_ci_high"]
+        held_naive += naive["fp32_agreement_ci_low"] <= true <= naive["fp32_agreement_ci_high"]
+    assert 0.90 <= held / trials <= 0.99
+    assert held_naive / trials < 0.8
 
 
 # --- memory -----------------------------------------------------------------------------------

@@ -372,3 +372,34 @@ def test_accuracy_chart_labels_backends_when_it_mixes_them(store: Path) -> None:
     assert "Labels name the backend" in accuracy_charts(ok)[0].caption
     one = accuracy_charts(ok[ok["backend"] == "onnxruntime"])[0]
     assert '"ORT"' not in one.html and "Labels name" not in one.caption
+
+
+def test_accuracy_intervals_in_table_and_chart(tmp_path: Path) -> None:
+    """A row's 95% accuracy interval shows under its value in the table and as the error bar
+    of its point in the accuracy chart; a row without one gets neither."""
+    from qbench.report.charts import accuracy_charts
+    from qbench.report.data import latest_per_cell, prepare
+    from qbench.store.parquet import load
+
+    rows = [
+        _row("mobilenet_v2", "fp32", "onnxruntime", p50=8.0),
+        _row("mobilenet_v2", "static_int8", "onnxruntime", p50=3.2, fp32_agreement=0.9,
+             fp32_agreement_ci_low=0.819, fp32_agreement_ci_high=0.97, accuracy_groups=17),
+        _row("digits_cnn", "fp32", "onnxruntime", p50=0.5, top1=0.97, top1_ci_low=0.952,
+             top1_ci_high=0.981),
+    ]  # fmt: skip
+    store = write_store(tmp_path / "store", rows)
+    runs, results = load(store)
+    html = build_report_html(runs, results, title="intervals")
+    assert '<span class="ci" title="95% interval">81.9–97.0</span>' in html
+    assert '<span class="ci" title="95% interval">95.2–98.1</span>' in html
+    assert html.count('class="ci"') == 2  # the fp32 rows without intervals show none
+
+    latest = latest_per_cell(prepare(results))
+    assert latest["accuracy_ci_low"].notna().sum() == 2
+    chart = accuracy_charts(latest[latest["status"] == "ok"])[0].html
+    import re
+
+    bars = re.findall(r'"arrayminus":\[([^\]]*)\]', chart)
+    assert sorted(bars) == ["0.018000000000000016", "null,0.08100000000000007"]
+    assert "95% interval 81.9\\u201397.0%" in chart  # Plotly's JSON escapes the en dash

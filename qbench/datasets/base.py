@@ -30,6 +30,12 @@ class Dataset:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         raise NotImplementedError
 
+    def groups(self, split: Split, n: int | None, seed: int = 0) -> np.ndarray | None:
+        """One id per input `load(split, n, seed)` returns, equal for inputs drawn together
+        (crops of one photo): accuracy intervals count such a group as one draw. None: every
+        input is an independent draw."""
+        return None
+
     @property
     def label_note(self) -> str:
         return "" if self.labelled else f"dataset {self.name} has no labels: top-1 not measured"

@@ -34,6 +34,8 @@ SKIMAGE_PHOTOS = (
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)[:, None, None]
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)[:, None, None]
 SIZE = 224
+PHOTO_COUNT = len(SKIMAGE_PHOTOS) + 2  # and scikit-learn's china.jpg and flower.jpg
+CROPS_PER_PHOTO = 10  # five crops and their mirror images
 
 
 def _photos() -> list[np.ndarray]:
@@ -98,15 +100,13 @@ class SamplePhotos(Dataset):
         self, split: Split, n: int | None, seed: int = 0
     ) -> tuple[np.ndarray, np.ndarray | None]:
         photos = _photos()
+        assert len(photos) == PHOTO_COUNT
         if split == "eval":
             crops = []
             for img in photos:
                 for crop in _five_crops(img):
                     crops += [crop, crop[:, ::-1]]
-            # Interleave photos so that a small n still covers many of them.
-            per_photo = len(crops) // len(photos)
-            order = [p * per_photo + k for k in range(per_photo) for p in range(len(photos))]
-            crops = [crops[i] for i in order]
+            crops = [crops[i] for i in _eval_order()]
         else:
             rng = np.random.default_rng(seed)
             count = n if n is not None else 64
@@ -114,3 +114,17 @@ class SamplePhotos(Dataset):
         if n is not None:
             crops = crops[:n]
         return np.stack([_normalise(c) for c in crops]), None
+
+    def groups(self, split: Split, n: int | None, seed: int = 0) -> np.ndarray | None:
+        """The photo each input was cropped from."""
+        if split == "eval":
+            photo = np.array(_eval_order()) // CROPS_PER_PHOTO
+        else:
+            photo = np.arange(n if n is not None else 64) % PHOTO_COUNT
+        return photo[:n] if n is not None else photo
+
+
+def _eval_order() -> list[int]:
+    """Evaluation crops are built photo by photo (CROPS_PER_PHOTO each) and served interleaved,
+    so that a small n still covers many photos: position i holds this index of the built list."""
+    return [p * CROPS_PER_PHOTO + k for k in range(CROPS_PER_PHOTO) for p in range(PHOTO_COUNT)]

@@ -59,6 +59,7 @@ table.hosts pre { margin: 0; font-size: 12px; max-height: 220px; overflow: auto;
 td.err { max-width: 460px; min-width: 280px; white-space: normal; font-size: 12px; }
 td.id { font-family: ui-monospace, monospace; font-size: 12px; white-space: nowrap; }
 .simnote { display: block; color: var(--sim); font-size: 11px; }
+.ci { color: #777; font-size: 11px; }
 .hwnote { display: block; color: var(--timeout); font-size: 11px; white-space: normal; }
 .hwwarn { border: 1px solid var(--timeout); background: #fff8f0; border-radius: 6px;
           padding: 8px 12px; margin: 12px 0; max-width: 1100px; }

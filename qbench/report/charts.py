@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from qbench.report import fmt
 from qbench.report.pareto import pareto_front
 
 METRIC_LABEL = {"top1": "top-1", "fp32_agreement": "agreement with fp32"}
@@ -101,6 +102,16 @@ def accuracy_charts(ok: Any) -> list[Chart]:
     return charts
 
 
+def _gaps(values: Any) -> list[float | None]:
+    """Error-bar lengths for Plotly: None (no bar) where the interval is missing."""
+    return [None if v != v else max(float(v), 0.0) for v in values]
+
+
+def _interval_text(low: Any, high: Any) -> str:
+    span = fmt.interval(low, high)
+    return f" (95% interval {span}%)" if span else ""
+
+
 def _add_model_traces(fig: Any, m: Any, model: str, colour: str, tag: bool = False) -> None:
     shown = False
     for metric in ("top1", "fp32_agreement"):
@@ -116,13 +127,25 @@ def _add_model_traces(fig: Any, m: Any, model: str, colour: str, tag: bool = Fal
                     _i(r.batch),
                     _i(r.threads),
                     METRIC_LABEL[metric] + (" · SIMULATED, latency not real" if simulated else ""),
+                    _interval_text(r.accuracy_ci_low, r.accuracy_ci_high),
                 ]
                 for r in sel.itertuples()
             ]
+            ys = sel["accuracy"].astype(float)
             symbol = METRIC_SYMBOL[metric] + ("-open" if simulated else "")
             fig.add_scatter(
                 x=sel["latency_p50_ms"].astype(float).tolist(),
-                y=sel["accuracy"].astype(float).tolist(),
+                y=ys.tolist(),
+                # the 95% interval of each point (none where the row has none)
+                error_y={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": _gaps(sel["accuracy_ci_high"].astype(float) - ys),
+                    "arrayminus": _gaps(ys - sel["accuracy_ci_low"].astype(float)),
+                    "color": colour,
+                    "thickness": 1,
+                    "width": 3,
+                },
                 mode="markers+text" if tag else "markers",
                 text=[BACKEND_TAG.get(b, b) for b in sel["backend"]] if tag else None,
                 textposition="middle right",
@@ -141,7 +164,7 @@ def _add_model_traces(fig: Any, m: Any, model: str, colour: str, tag: bool = Fal
                     "<b>%{customdata[0]}</b><br>method: %{customdata[1]}"
                     "<br>backend: %{customdata[2]}<br>batch %{customdata[3]}, "
                     "threads %{customdata[4]}<br>latency p50: %{x:.3g} ms"
-                    "<br>%{customdata[5]}: %{y:.2%}<extra></extra>"
+                    "<br>%{customdata[5]}: %{y:.2%}%{customdata[6]}<extra></extra>"
                 ),
             )
             shown = True

@@ -96,13 +96,19 @@ def prepare(results: Any) -> Any:
 
 
 def add_accuracy(df: Any) -> None:
-    """Add `accuracy` (top1 where present, else fp32_agreement) and `accuracy_metric` (which
-    one) to a results frame, in place."""
+    """Add `accuracy` (top1 where present, else fp32_agreement), its 95% interval
+    (`accuracy_ci_low`, `accuracy_ci_high`) and `accuracy_metric` (which one) to a results
+    frame, in place."""
     import pandas as pd
 
     top1 = pd.to_numeric(df["top1"], errors="coerce")
     agree = pd.to_numeric(df["fp32_agreement"], errors="coerce")
     df["accuracy"] = top1.where(top1.notna(), agree)
+    for end in ("ci_low", "ci_high"):  # the chosen metric's 95% interval (NaN where none)
+        ends = [pd.to_numeric(df[f"{m}_{end}"], errors="coerce")
+                if f"{m}_{end}" in df.columns else pd.Series(float("nan"), index=df.index)
+                for m in ("top1", "fp32_agreement")]  # fmt: skip
+        df[f"accuracy_{end}"] = ends[0].where(top1.notna(), ends[1])
     df["accuracy_metric"] = [
         "top1" if t else ("fp32_agreement" if a else None)
         for t, a in zip(top1.notna(), agree.notna(), strict=True)

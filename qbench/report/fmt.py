@@ -51,6 +51,12 @@ def percent(value: Any) -> str:
     return DASH if v is None else f"{100 * v:.1f}%"
 
 
+def interval(low: Any, high: Any) -> str:
+    """'81.9–97.0' (percent, no sign) of a 0..1 interval; empty where either end is missing."""
+    a, b = num(low), num(high)
+    return "" if a is None or b is None else f"{100 * a:.1f}–{100 * b:.1f}"
+
+
 def mb(value: Any) -> str:
     v = num(value)
     return DASH if v is None else f"{v / 1e6:,.2f}"

@@ -35,6 +35,20 @@ def _number(field: str, text: Callable[[Any], str]) -> Callable[[Any], tuple[str
     return lambda r: (esc(text(getattr(r, field))), num(getattr(r, field)))
 
 
+def _share(field: str) -> Callable[[Any], tuple[str, Any]]:
+    """A 0..1 share as a percent, its 95% interval (`field`_ci_low/high) under it."""
+
+    def cell(r: Any) -> tuple[str, Any]:
+        value = getattr(r, field)
+        text = esc(fmt.percent(value))
+        span = fmt.interval(getattr(r, f"{field}_ci_low"), getattr(r, f"{field}_ci_high"))
+        if span:
+            text += f'<br><span class="ci" title="95% interval">{esc(span)}</span>'
+        return text, num(value)
+
+    return cell
+
+
 def _ratio(top: str, bottom: str) -> Callable[[Any], tuple[str, Any]]:
     def cell(r: Any) -> tuple[str, Any]:
         a, b = num(getattr(r, top)), num(getattr(r, bottom))
@@ -130,13 +144,14 @@ COLUMNS: tuple[Col, ...] = (
         "n",
         "nodes running quantized kernels / compute nodes",
     ),
-    Col("top-1", "num", _number("top1", fmt.percent), "n"),
+    Col("top-1", "num", _share("top1"), "n", "top-1 accuracy; under it its 95% interval"),
     Col(
         "fp32 agree",
         "num",
-        _number("fp32_agreement", fmt.percent),
+        _share("fp32_agreement"),
         "n",
-        "share of inputs whose top-1 class equals fp32's",
+        "share of inputs whose top-1 class equals fp32's; under it its 95% interval (crops of "
+        "one photo count as one draw: accuracy_groups)",
     ),
     Col("SQNR dB", "num", _number("output_sqnr_db", lambda v: fmt.fixed(v, 1)), "n"),
     Col(

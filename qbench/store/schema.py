@@ -139,7 +139,26 @@ RESULT_COLUMNS: tuple[Column, ...] = (
     Column("accuracy_samples", "int64", "inputs evaluated"),
     Column("top1", "float64", "top-1 accuracy on labelled data, 0..1"),
     Column("top5", "float64", "top-5 accuracy (models with more than 5 classes), 0..1"),
+    Column(
+        "top1_ci_low",
+        "float64",
+        "95% interval of top1, low (inputs drawn together count as one: see accuracy_groups)",
+    ),
+    Column("top1_ci_high", "float64", "95% interval of top1, high"),
     Column("fp32_agreement", "float64", "share of inputs whose top-1 class equals fp32's"),
+    Column(
+        "fp32_agreement_ci_low",
+        "float64",
+        "95% interval of fp32_agreement, low (inputs "
+        "drawn together count as one: see accuracy_groups)",
+    ),
+    Column("fp32_agreement_ci_high", "float64", "95% interval of fp32_agreement, high"),
+    Column(
+        "accuracy_groups",
+        "int64",
+        "independent groups among the evaluation inputs (e.g. "
+        "photos whose crops are evaluated); the intervals use the effective sample size",
+    ),
     Column("output_cosine", "float64", "mean cosine similarity of outputs to fp32's"),
     Column("output_sqnr_db", "float64", "SQNR of outputs against fp32's, dB"),
     Column(
