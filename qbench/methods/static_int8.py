@@ -176,6 +176,50 @@ def _torch_qconfig_mapping() -> Any:
     return base.set_global(QConfig(activation=activation, weight=default.weight))
 
 
+def _relu6_ranges(prepared: Any) -> int:
+    """Quantize the input of each ReLU6 on [0, 6]. torch.ao's x86 engine fuses Conv-BN-ReLU but
+    not ReLU6: the conv's output is observed before the clamp, so MobileNetV2's first depthwise
+    conv spent the int8 grid on [-8.7, 16.1] where only [0, 6] survives the ReLU6 (output SQNR
+    1.3 dB, top-1 agreement 0.42). Where that observer watches nothing but the ReLU6's input,
+    its range is clamped to [0, 6]: quantizing on that range clamps as the ReLU6 does, so the
+    quantized model computes the same function with 4x finer steps. Returns the observers
+    changed."""
+    import torch
+    from torch.ao.quantization.observer import MinMaxObserver
+
+    class ReLU6InputObserver(MinMaxObserver):
+        @torch.jit.export
+        def calculate_qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
+            if bool(self.min_val > self.max_val):  # nothing observed (a rebuild): defaults
+                return super().calculate_qparams()
+            return self._calculate_qparams(
+                torch.clamp(self.min_val, 0.0, 6.0), torch.clamp(self.max_val, 0.0, 6.0)
+            )
+
+    modules = dict(prepared.named_modules())
+    changed = 0
+    for node in prepared.graph.nodes:
+        if node.op == "call_module":
+            relu6 = isinstance(modules.get(node.target), torch.nn.ReLU6)
+        else:
+            relu6 = node.op == "call_function" and node.target is torch.nn.functional.relu6
+        source = node.args[0] if relu6 and node.args else None
+        if not isinstance(source, torch.fx.Node) or len(source.users) != 1:
+            continue
+        # the observer before the ReLU6 and the one after it (the same module: ReLU6 shares
+        # its input's quantization)
+        for observer_node in (source, *node.users):
+            if observer_node.op != "call_module" or "activation_post_process" not in str(
+                observer_node.target
+            ):
+                continue
+            observer = getattr(prepared, str(observer_node.target))
+            if type(observer) is MinMaxObserver:
+                observer.__class__ = ReLU6InputObserver
+                changed += 1
+    return changed
+
+
 @methods.register
 class StaticInt8(Method):
     name = "static_int8"
@@ -185,7 +229,8 @@ class StaticInt8(Method):
     uses_calibration = True
     # 2: torch path calibrates activations with reduce_range=True. 3: ONNX ranges come from
     # qbench's own calibration run (entropy with 2048 histogram bins, mse) through a cache.
-    version = 3
+    # 4: torch path quantizes ReLU6 inputs on [0, 6] (_relu6_ranges).
+    version = 4
 
     def execution(self, fmt: str, params: Params) -> str:
         assert isinstance(params, StaticInt8Params)
@@ -209,7 +254,10 @@ class StaticInt8(Method):
                 "act_dtype": "uint8",
                 "weight_dtype": "int8",
                 "weight_scheme": "uniform",
-                "notes": ["torch x86 engine: activations use a 7-bit range (reduce_range)"],
+                "notes": [
+                    "torch x86 engine: activations use a 7-bit range (reduce_range)",
+                    "a ReLU6's input is quantized on [0, 6] (torch fuses no conv with ReLU6)",
+                ],
             }
         row: dict[str, Any] = {
             "bits_w": 7 if params.reduce_range else 8,
@@ -370,6 +418,7 @@ class StaticInt8(Method):
         torch.backends.quantized.engine = "x86"
         example = (torch.as_tensor(ctx.calib[:1]),)
         prepared = prepare_fx(ctx.model.module.eval(), _torch_qconfig_mapping(), example)
+        _relu6_ranges(prepared)
         with torch.no_grad():
             for start in range(0, len(ctx.calib), 16):
                 prepared(torch.as_tensor(ctx.calib[start : start + 16]))
@@ -381,7 +430,9 @@ class StaticInt8(Method):
         from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
         torch.backends.quantized.engine = "x86"
-        return convert_fx(prepare_fx(module.eval(), _torch_qconfig_mapping(), (example,)))
+        prepared = prepare_fx(module.eval(), _torch_qconfig_mapping(), (example,))
+        _relu6_ranges(prepared)
+        return convert_fx(prepared)
 
 
 # --- LiteRT ----------------------------------------------------------------------------------
