@@ -17,6 +17,7 @@ import contextlib
 import io
 import os
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +154,16 @@ def _tracing_interpreter(data: bytes) -> Any:
     return interpreter
 
 
+def traced_samples(interpreter: Any, calib: np.ndarray) -> Iterator[Any]:
+    """`interpreter` (a _tracing_interpreter) after invoking each calibration input in turn
+    (NCHW float32, one per invoke: batch 1); read any tensor with get_tensor."""
+    source = interpreter.get_input_details()[0]["index"]
+    for sample in np.asarray(calib, dtype=np.float32):
+        interpreter.set_tensor(source, sample[None])
+        interpreter.invoke()
+        yield interpreter
+
+
 def calibrated_ranges(fp32: Path, qsvs: dict[str, Any], calib: np.ndarray,
                       settings: Any) -> tuple[dict[str, Any], str]:  # fmt: skip
     """`qsvs` (min/max ranges) with each activation tensor's range chosen by the method
@@ -184,12 +195,9 @@ def calibrated_ranges(fp32: Path, qsvs: dict[str, Any], calib: np.ndarray,
         percentile=settings.percentile,
         scenario="same",
     )
-    source = interpreter.get_input_details()[0]["index"]
     with contextlib.redirect_stdout(io.StringIO()):
-        for sample in np.asarray(calib, dtype=np.float32):
-            interpreter.set_tensor(source, sample[None])
-            interpreter.invoke()
-            values = {n: interpreter.get_tensor(index[n]) for n in names}
+        for traced in traced_samples(interpreter, calib):
+            values = {n: traced.get_tensor(index[n]) for n in names}
             # a padded max pool's PADV2 holds -inf padding (see finite_ranges): values only
             collector.collect({n: [v[np.isfinite(v)]] for n, v in values.items()})
         if settings.calibrator == "mse":
@@ -441,12 +449,8 @@ def layer_hessians(fp32: Path, calib: np.ndarray) -> dict[str, np.ndarray]:
         options = None if kind == "FULLY_CONNECTED" else _conv_options(op, kind)
         layers.append((kind, op.Inputs(0), weight.Name().decode(),
                        tuple(weight.ShapeAsNumpy()), options))  # fmt: skip
-    interpreter = _tracing_interpreter(data)
-    source = interpreter.get_input_details()[0]["index"]
     hessians: dict[str, np.ndarray] = {}
-    for sample in np.asarray(calib, dtype=np.float32):
-        interpreter.set_tensor(source, sample[None])
-        interpreter.invoke()
+    for interpreter in traced_samples(_tracing_interpreter(data), calib):
         for kind, index, name, shape, options in layers:
             x = interpreter.get_tensor(index).astype(np.float64)
             if kind == "FULLY_CONNECTED":

@@ -118,14 +118,10 @@ def equalization_pairs(model: Any) -> list[Pair]:
 def channel_maxima(data: bytes, pairs: list[Pair], calib: np.ndarray) -> dict[int, np.ndarray]:
     """Per-channel maximum of each pair's A output over the calibration inputs (float model,
     builtin kernels, every intermediate tensor kept)."""
-    from qbench.methods._litert_quant import _tracing_interpreter
+    from qbench.methods._litert_quant import _tracing_interpreter, traced_samples
 
-    interpreter = _tracing_interpreter(data)
-    source = interpreter.get_input_details()[0]["index"]
     maxima: dict[int, np.ndarray] = {}
-    for sample in np.asarray(calib, dtype=np.float32):
-        interpreter.set_tensor(source, sample[None])
-        interpreter.invoke()
+    for interpreter in traced_samples(_tracing_interpreter(data), calib):
         for pair in pairs:
             x = interpreter.get_tensor(pair.a_output)
             m = x.reshape(-1, x.shape[-1]).max(axis=0).astype(np.float64)
