@@ -247,6 +247,19 @@ def test_static_int8_builds_its_input() -> None:
     torch_model = SimpleNamespace(format="torch", name="digits_cnn")
     assert static.unsupported("tflite", params, torch_model) is None
     assert static.describe("tflite", params)["act_dtype"] == "int8"
+    # the fidelity passes of static_int8's LiteRT path reach the model the compiler gets
+    tuned = EdgeTpuParams(calibrator="percentile", percentile=99.99, equalize=True,
+                          rounding="gptq")  # fmt: skip
+    forwarded = _static_params(static, tuned)
+    assert (forwarded.calibrator, forwarded.percentile, forwarded.equalize, forwarded.rounding) == (
+        "percentile", 99.99, True, "gptq")  # fmt: skip
+    assert static.unsupported("tflite", forwarded, torch_model) is None
+    method = load_all().methods.get("edgetpu")()
+    assert method.describe("edgetpu", tuned)["calibrator"] == "percentile"
+    assert method.describe("edgetpu", tuned)["percentile"] == 99.99
+    # defaults leave parameter dumps (artifact cache keys) as they were
+    assert EdgeTpuParams().model_dump() == {"min_runtime_version": None,
+                                            "search_delegate": False}  # fmt: skip
 
 
 # --- devices -----------------------------------------------------------------------------

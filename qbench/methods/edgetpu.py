@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -51,6 +51,29 @@ class EdgeTpuParams(Params):
         "fails, retry with the Edge TPU segment cut earlier in the graph (the rest runs on "
         "the CPU)",
     )
+    # What static_int8's LiteRT path does before the compiler sees the model: none of it
+    # changes the graph the Edge TPU maps, only ranges, float weights and integer choices.
+    calibrator: Literal["minmax", "entropy", "percentile", "mse"] = Field(
+        default="minmax",
+        description="activation ranges of the full-integer model (static_int8's calibrators)",
+    )
+    percentile: float = Field(
+        default=99.999, gt=50, le=100, description="with calibrator=percentile (static_int8's)"
+    )
+    equalize: bool = Field(
+        default=False,
+        description="cross-layer equalization of the float model first (static_int8's)",
+    )
+    rounding: Literal["nearest", "gptq"] = Field(
+        default="nearest", description="int8 weight rounding (static_int8's: nearest or gptq)"
+    )
+
+    omitted_at_default: ClassVar[dict[str, Any]] = {
+        "calibrator": "minmax",
+        "percentile": 99.999,
+        "equalize": False,
+        "rounding": "nearest",
+    }
 
 
 def compiler_command(compiler: str, model: Path, out_dir: Path, params: EdgeTpuParams) -> list[str]:
@@ -113,10 +136,17 @@ def _static_int8() -> Method:
 
 
 def _static_params(static: Method, params: EdgeTpuParams) -> Params:
-    """static_int8's parameters for the full-integer .tflite: min-max calibration, int8
-    asymmetric activations, int8 symmetric per-channel weights (its LiteRT path's only weight
-    layout), integer model I/O."""
-    wanted = {"calibrator": "minmax", "activations": "int8", "per_channel": True}
+    """static_int8's parameters for the full-integer .tflite: int8 asymmetric activations, int8
+    symmetric per-channel weights (its LiteRT path's only weight layout), integer model I/O,
+    with this method's calibrator, equalization and rounding."""
+    wanted = {
+        "calibrator": params.calibrator,
+        "percentile": params.percentile,
+        "equalize": params.equalize,
+        "rounding": params.rounding,
+        "activations": "int8",
+        "per_channel": True,
+    }
     known = static.Params.model_fields
     return static.Params(**{k: v for k, v in wanted.items() if k in known})
 
@@ -131,16 +161,19 @@ class EdgeTpu(Method):
 
     def describe(self, fmt: str, params: Params) -> dict[str, Any]:
         assert isinstance(params, EdgeTpuParams)
-        return {
+        row: dict[str, Any] = {
             "bits_w": 8,
             "bits_a": 8,
             "granularity": "per_channel",
-            "calibrator": "minmax",
+            "calibrator": params.calibrator,
             "symmetric_weights": True,
             "act_dtype": "int8",
             "weight_dtype": "int8",
             "weight_scheme": "uniform",
         }
+        if params.calibrator == "percentile":
+            row["percentile"] = params.percentile
+        return row
 
     def unsupported(self, fmt: str, params: Params, source: Any) -> str | None:
         assert isinstance(params, EdgeTpuParams)
