@@ -286,7 +286,6 @@ def measure(cell: Cell, prepared: dict[str, Any]) -> dict[str, Any]:
         notes.append(f"accuracy empty: the {cell.backend} backend computes no outputs")
     else:
         row["accuracy_samples"] = len(eval_x)
-        row["accuracy_groups"] = len(eval_x) if groups is None else len(np.unique(groups))
         row.update(fidelity(reference, outputs, groups))
         if labels is not None:
             row.update(accuracy(outputs, labels, groups))

@@ -181,7 +181,8 @@ def test_fidelity_agreement_counts_argmax_matches() -> None:
     out = fidelity(reference, test)
     assert out["fp32_agreement"] == 0.75
     assert set(out) == {"fp32_agreement", "fp32_agreement_ci_low", "fp32_agreement_ci_high",
-                        "output_cosine", "output_sqnr_db"}  # fmt: skip
+                        "accuracy_groups", "output_cosine", "output_sqnr_db"}  # fmt: skip
+    assert out["accuracy_groups"] == 4  # no groups given: every input its own
     assert out["fp32_agreement_ci_low"] < 0.75 < out["fp32_agreement_ci_high"] <= 1.0
     assert 0 < out["output_cosine"] < 1
     assert out["output_sqnr_db"] == pytest.approx(sqnr_db(reference, test))
@@ -207,10 +208,11 @@ def test_accuracy_reports_top5_only_above_five_classes() -> None:
     rng = np.random.default_rng(0)
     labels = np.array([0, 1, 2, 3])
     five = rng.normal(size=(4, 5))
-    assert set(accuracy(five, labels)) == {"top1", "top1_ci_low", "top1_ci_high"}
+    assert set(accuracy(five, labels)) == {"top1", "top1_ci_low", "top1_ci_high",
+                                           "accuracy_groups"}  # fmt: skip
     six = rng.normal(size=(4, 6))
     out = accuracy(six, labels)
-    assert set(out) == {"top1", "top1_ci_low", "top1_ci_high", "top5"}
+    assert set(out) == {"top1", "top1_ci_low", "top1_ci_high", "accuracy_groups", "top5"}
     assert out["top5"] == topk_accuracy(six, labels, 5)
     assert out["top1"] == topk_accuracy(six, labels, 1)
 
@@ -257,6 +259,7 @@ def test_clustered_interval_is_wider_and_keeps_its_coverage() -> None:
         out = fidelity(reference, logits, groups)
         naive = fidelity(reference, logits)
         assert out["fp32_agreement"] == naive["fp32_agreement"] == hits.mean()
+        assert (out["accuracy_groups"], naive["accuracy_groups"]) == (17, 170)
         held += out["fp32_agreement_ci_low"] <= true <= out["fp32_agreement_ci_high"]
         held_naive += naive["fp32_agreement_ci_low"] <= true <= naive["fp32_agreement_ci_high"]
     assert 0.90 <= held / trials <= 0.99

@@ -89,13 +89,14 @@ def _with_interval(name: str, hits: np.ndarray, groups: np.ndarray | None) -> di
 
         z = float(t.ppf(0.975, count - 1))
     low, high = wilson_interval(p, n_eff, z)
-    return {name: p, f"{name}_ci_low": low, f"{name}_ci_high": high}
+    return {name: p, f"{name}_ci_low": low, f"{name}_ci_high": high, "accuracy_groups": count}
 
 
 def fidelity(reference: np.ndarray, test: np.ndarray,
              groups: np.ndarray | None = None) -> dict[str, float]:  # fmt: skip
-    """fp32_agreement (with its 95% interval), output cosine and SQNR of `test` against
-    `reference`; `groups`: which inputs were drawn together (Dataset.groups)."""
+    """fp32_agreement (with its 95% interval and the number of independent groups it counts,
+    accuracy_groups), output cosine and SQNR of `test` against `reference`; `groups`: which
+    inputs were drawn together (Dataset.groups)."""
     return {
         **_with_interval("fp32_agreement", reference.argmax(1) == test.argmax(1), groups),
         "output_cosine": mean_cosine(reference, test),
@@ -105,7 +106,7 @@ def fidelity(reference: np.ndarray, test: np.ndarray,
 
 def accuracy(logits: np.ndarray, labels: np.ndarray,
              groups: np.ndarray | None = None) -> dict[str, float]:  # fmt: skip
-    """top1 (with its 95% interval) and, with more than 5 classes, top5."""
+    """top1 (with its 95% interval and accuracy_groups) and, with more than 5 classes, top5."""
     out = _with_interval("top1", np.argmax(logits, axis=1) == labels, groups)
     if logits.shape[1] > 5:
         out["top5"] = topk_accuracy(logits, labels, 5)

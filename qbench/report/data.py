@@ -105,10 +105,9 @@ def add_accuracy(df: Any) -> None:
     agree = pd.to_numeric(df["fp32_agreement"], errors="coerce")
     df["accuracy"] = top1.where(top1.notna(), agree)
     for end in ("ci_low", "ci_high"):  # the chosen metric's 95% interval (NaN where none)
-        ends = [pd.to_numeric(df[f"{m}_{end}"], errors="coerce")
-                if f"{m}_{end}" in df.columns else pd.Series(float("nan"), index=df.index)
-                for m in ("top1", "fp32_agreement")]  # fmt: skip
-        df[f"accuracy_{end}"] = ends[0].where(top1.notna(), ends[1])
+        low_or_high = pd.to_numeric(df[f"top1_{end}"], errors="coerce")
+        other = pd.to_numeric(df[f"fp32_agreement_{end}"], errors="coerce")
+        df[f"accuracy_{end}"] = low_or_high.where(top1.notna(), other)
     df["accuracy_metric"] = [
         "top1" if t else ("fp32_agreement" if a else None)
         for t, a in zip(top1.notna(), agree.notna(), strict=True)
