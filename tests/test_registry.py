@@ -126,7 +126,7 @@ BUILT_IN = {
     "backends": {"onnxruntime", "torch"},
     "transports": {"subprocess"},
     "executors": {"local"},
-    "datasets": {"digits", "sample_photos"},
+    "datasets": {"digits", "imagenet_samples", "sample_photos"},
 }
 
 

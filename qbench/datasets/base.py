@@ -21,7 +21,9 @@ class Dataset:
     name: ClassVar[str]
     description: ClassVar[str]
     Params: ClassVar[type[Params]] = NoParams
-    labelled: ClassVar[bool]
+    labelled: ClassVar[bool]  # the eval split has labels (top-1 is measured)
+    # The train split has labels (quantization-aware training); None: as `labelled`.
+    train_labelled: ClassVar[bool | None] = None
     num_classes: ClassVar[int | None] = None
     input_shape: ClassVar[tuple[int, int, int]]
 
@@ -35,6 +37,10 @@ class Dataset:
         (crops of one photo): accuracy intervals count such a group as one draw. None: every
         input is an independent draw."""
         return None
+
+    @classmethod
+    def has_train_labels(cls) -> bool:
+        return cls.labelled if cls.train_labelled is None else cls.train_labelled
 
     @property
     def label_note(self) -> str:

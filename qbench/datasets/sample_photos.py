@@ -80,6 +80,14 @@ def _five_crops(img: np.ndarray) -> list[np.ndarray]:
     return [img[y : y + SIZE, x : x + SIZE] for y, x in corners]
 
 
+def ten_crops(img: np.ndarray) -> list[np.ndarray]:
+    """ImageNet-preprocessed five crops of a photo and their mirror images, CROPS_PER_PHOTO."""
+    crops = []
+    for crop in _five_crops(img):
+        crops += [_normalise(crop), _normalise(crop[:, ::-1])]
+    return crops
+
+
 def _random_crop(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     h, w = img.shape[:2]
     side = int(min(h, w) * rng.uniform(0.35, 0.9))
@@ -102,29 +110,26 @@ class SamplePhotos(Dataset):
         photos = _photos()
         assert len(photos) == PHOTO_COUNT
         if split == "eval":
-            crops = []
-            for img in photos:
-                for crop in _five_crops(img):
-                    crops += [crop, crop[:, ::-1]]
-            crops = [crops[i] for i in _eval_order()]
+            crops = [crop for img in photos for crop in ten_crops(img)]
+            crops = [crops[i] for i in interleaved(PHOTO_COUNT)]
         else:
             rng = np.random.default_rng(seed)
             count = n if n is not None else 64
-            crops = [_random_crop(photos[i % len(photos)], rng) for i in range(count)]
+            crops = [_normalise(_random_crop(photos[i % len(photos)], rng)) for i in range(count)]
         if n is not None:
             crops = crops[:n]
-        return np.stack([_normalise(c) for c in crops]), None
+        return np.stack(crops), None
 
     def groups(self, split: Split, n: int | None, seed: int = 0) -> np.ndarray | None:
         """The photo each input was cropped from."""
         if split == "eval":
-            photo = np.array(_eval_order()) // CROPS_PER_PHOTO
+            photo = np.array(interleaved(PHOTO_COUNT)) // CROPS_PER_PHOTO
         else:
             photo = np.arange(n if n is not None else 64) % PHOTO_COUNT
         return photo[:n] if n is not None else photo
 
 
-def _eval_order() -> list[int]:
+def interleaved(photo_count: int) -> list[int]:
     """Evaluation crops are built photo by photo (CROPS_PER_PHOTO each) and served interleaved,
     so that a small n still covers many photos: position i holds this index of the built list."""
-    return [p * CROPS_PER_PHOTO + k for k in range(CROPS_PER_PHOTO) for p in range(PHOTO_COUNT)]
+    return [p * CROPS_PER_PHOTO + k for k in range(CROPS_PER_PHOTO) for p in range(photo_count)]

@@ -191,6 +191,29 @@ def _floats(pair: tuple) -> tuple[float, float]:
     return _scalar(pair[0]), _scalar(pair[1])
 
 
+def onnx_output_names(model: Path) -> list[str]:
+    import onnx
+
+    return [o.name for o in onnx.load(str(model), load_external_data=False).graph.output]
+
+
+def widen_outputs(result: Calibration, outputs: list[str], scale: float) -> Calibration:
+    """`result` with each model output's chosen range multiplied by `scale` (around zero): a
+    range ends where the calibration inputs' values did, and an input the model is surer of
+    than of any of them reaches past it; clipped, its highest scores merge into ties
+    (StaticInt8Params.output_range_scale). Robust calibrators keep their say on the outputs
+    too: min-max over calibration data with outliers would spread the logits' grid thin."""
+    if scale == 1:
+        return result
+    ranges = dict(result.ranges.items())
+    for name in outputs:
+        if name in ranges:
+            lo, hi = _floats(ranges[name].range_value)
+            ranges[name] = TensorData(lowest=np.array(lo * scale, np.float32),
+                                      highest=np.array(hi * scale, np.float32))  # fmt: skip
+    return Calibration(TensorsData(result.ranges.calibration_method, ranges), result.observed)
+
+
 def write_cache(ranges: TensorsData, path: Path) -> None:
     """A calibration cache for quantize_static: only each tensor's range (what it reads)."""
     slim = {name: TensorData(lowest=td.range_value[0], highest=td.range_value[1])

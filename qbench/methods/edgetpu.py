@@ -67,8 +67,15 @@ class EdgeTpuParams(Params):
     rounding: Literal["nearest", "gptq"] = Field(
         default="nearest", description="int8 weight rounding (static_int8's: nearest or gptq)"
     )
+    output_range_scale: float = Field(
+        default=2.0,
+        ge=1,
+        le=16,
+        description="the model outputs' calibrated range times this (static_int8's)",
+    )
 
     omitted_at_default: ClassVar[dict[str, Any]] = {
+        "output_range_scale": 2.0,
         "calibrator": "minmax",
         "percentile": 99.999,
         "equalize": False,
@@ -144,6 +151,7 @@ def _static_params(static: Method, params: EdgeTpuParams) -> Params:
         "percentile": params.percentile,
         "equalize": params.equalize,
         "rounding": params.rounding,
+        "output_range_scale": params.output_range_scale,
         "activations": "int8",
         "per_channel": True,
     }
@@ -158,6 +166,7 @@ class EdgeTpu(Method):
     Params = EdgeTpuParams
     produces = ("edgetpu",)
     uses_calibration = True
+    version = 2  # 2: the full-integer model's outputs widened (static_int8 version 5)
 
     def describe(self, fmt: str, params: Params) -> dict[str, Any]:
         assert isinstance(params, EdgeTpuParams)

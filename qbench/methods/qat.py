@@ -162,7 +162,7 @@ class Qat(Method):
         name = _dataset_name(source)
         if name not in datasets:
             return f"qat needs labelled training data; dataset {name} is not registered"
-        if not datasets.get(name).labelled:
+        if not datasets.get(name).has_train_labels():
             return f"qat needs labelled training data; dataset {name} has none"
         return None
 
@@ -192,7 +192,7 @@ class Qat(Method):
         def build(tmp: Path) -> dict[str, Any]:
             dataset = datasets.get(name)()
             x, y = dataset.load("train", None)
-            if not dataset.labelled or y is None:
+            if not dataset.has_train_labels() or y is None:
                 raise ValueError(f"qat needs labelled training data; dataset {name} has none")
             module, loss = train_qat(ctx.model.module, x, y, params)
             torch.save(module.state_dict(), tmp)

@@ -8,7 +8,7 @@ to compare across methods, though its classes are not.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from qbench.cache import cached_file
 from qbench.models.base import LoadedModel, ModelSource, reestimate_batchnorm, state_dict_sha256
@@ -33,11 +33,15 @@ def _offline_mobilenet_weights() -> str | None:
 
 
 class _ImageNetModel(ModelSource):
-    dataset = "sample_photos"
-    pretrained: ClassVar[str | None] = None  # path finder for offline weights
+    # Labelled ImageNet photos where the model has ImageNet weights (top-1 means something);
+    # a randomly initialised model is compared with its fp32 self on the unlabelled photos.
+    dataset = "imagenet_samples"
 
     def _pretrained_path(self) -> str | None:
         return None
+
+    def dataset_for(self, params: Params) -> str:
+        return self.dataset if self._pretrained_path() else "sample_photos"
 
     def load(self, params: Params) -> LoadedModel:
         import torch
@@ -76,6 +80,7 @@ class _ImageNetModel(ModelSource):
 @models.register
 class ResNet18Model(_ImageNetModel):
     name = "resnet18"
+    dataset = "sample_photos"
     description = "ResNet-18 (11.7 M params), torchvision layout; no offline weights: BN re-fit"
 
     def architecture(self, params: Params) -> Any:
