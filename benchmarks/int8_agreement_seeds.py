@@ -53,6 +53,7 @@ def main() -> int:
     import pandas as pd
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="qbench-agreement-"))
+    root.mkdir(parents=True, exist_ok=True)
     params = json.loads(args.params)
     lines = []
     for dataset in args.datasets:

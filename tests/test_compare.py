@@ -144,6 +144,13 @@ def test_accuracy_has_its_own_absolute_threshold() -> None:
     assert compare_cell(base, row(seed=1, accuracy=0.97), [], T).verdict == IMPROVEMENT
     other_metric = compare_cell(base, row(seed=1, accuracy=0.5, accuracy_metric="x"), [], T)
     assert other_metric.verdict == NO_CHANGE  # different metrics are not compared
+    base = row(accuracy_dataset="sample_photos")
+    other_data = compare_cell(base, row(seed=1, accuracy=0.5, accuracy_dataset="imagenet_samples"),
+                              [], T)  # fmt: skip
+    assert other_data.verdict == NO_CHANGE
+    assert "not compared: dataset sample_photos in base" in other_data.change("accuracy").reason
+    assert compare_cell(base, row(seed=1, accuracy=0.5, accuracy_dataset="sample_photos"), [],
+                        T).verdict == REGRESSION  # fmt: skip
 
 
 def test_memory_and_size_changes() -> None:

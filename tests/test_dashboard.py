@@ -294,3 +294,23 @@ def test_time_axis_spans_the_runs_even_with_an_empty_panel(tmp_path: Path) -> No
             low, high = (datetime.fromisoformat(t) for t in layout[axis]["range"])
             assert T0 - timedelta(days=1) < low < T0
             assert T0 + timedelta(days=3) < high < T0 + timedelta(days=4)
+
+
+def test_accuracy_steps_only_within_one_metric_and_dataset() -> None:
+    """A model moved to other evaluation data (sample_photos' agreement -> imagenet_samples'
+    top-1) is no accuracy change; the same step on the same data is."""
+    import pandas as pd
+
+    from qbench.regress.dashboard import _series_changes
+
+    wobble = [0.001 * (i % 3) for i in range(6)]
+    moved = pd.DataFrame({
+        "run_id": [f"r{i}" for i in range(12)],
+        "accuracy": [0.60 + w for w in wobble] + [0.90 + w for w in wobble],
+        "accuracy_metric": ["fp32_agreement"] * 6 + ["top1"] * 6,
+        "accuracy_dataset": ["sample_photos"] * 6 + ["imagenet_samples"] * 6,
+    })  # fmt: skip
+    assert [p for p in _series_changes(moved) if p.metric == "accuracy"] == []
+    same = moved.assign(accuracy_metric="top1", accuracy_dataset="imagenet_samples")
+    steps = [p for p in _series_changes(same) if p.metric == "accuracy"]
+    assert [(p.index, p.kind) for p in steps] == [(6, "improvement")]

@@ -286,10 +286,16 @@ def compare_cell(
         )
     ba, bmetric = _num(base.get("accuracy")), base.get("accuracy_metric")
     ca, cmetric = _num(cand.get("accuracy")), cand.get("accuracy_metric")
+    bdata, cdata = base.get("accuracy_dataset"), cand.get("accuracy_dataset")
     if ba is not None and ca is not None:
         delta = ca - ba
         if bmetric != cmetric:
             verdict, reason = NO_CHANGE, f"not compared: {bmetric} in base, {cmetric} in candidate"
+        elif bdata and cdata and bdata != cdata:  # a model's evaluation data changed
+            verdict, reason = (
+                NO_CHANGE,
+                f"not compared: dataset {bdata} in base, {cdata} in candidate",
+            )
         else:
             verdict = NO_CHANGE
             if abs(delta) > t.accuracy:

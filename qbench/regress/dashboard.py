@@ -128,8 +128,22 @@ def _series_changes(series: Any) -> list[ChangePoint]:
     for metric in DASHBOARD_METRICS:
         if metric in series:
             values = [_num(v) for v in series[metric]]
-            out.extend(find_change_points(values, metric, run_ids, **_DETECTION.get(metric, {})))
-    return out
+            for part in _comparable(series, metric, values):
+                out.extend(find_change_points(part, metric, run_ids, **_DETECTION.get(metric, {})))
+    return sorted(out, key=lambda p: p.index)
+
+
+def _comparable(series: Any, metric: str, values: list[float | None]) -> list[list[float | None]]:
+    """`values` split into series that may be compared, each as long as `values` with the
+    others' runs left empty: accuracy only within one metric (top-1 or agreement) and one
+    dataset, so that a model moved to other evaluation data shows no step."""
+    if metric != "accuracy":
+        return [values]
+    blank = [None] * len(values)
+    keys = list(zip(series.get("accuracy_metric", blank), series.get("accuracy_dataset", blank),
+                    strict=True))  # fmt: skip
+    return [[v if k == key else None for v, k in zip(values, keys, strict=True)]
+            for key in dict.fromkeys(keys)]  # fmt: skip
 
 
 def _ordered(found: list[FoundChange]) -> list[FoundChange]:
