@@ -257,9 +257,10 @@ def test_static_int8_builds_its_input() -> None:
     method = load_all().methods.get("edgetpu")()
     assert method.describe("edgetpu", tuned)["calibrator"] == "percentile"
     assert method.describe("edgetpu", tuned)["percentile"] == 99.99
-    # defaults leave parameter dumps (artifact cache keys) as they were
-    assert EdgeTpuParams().model_dump() == {"min_runtime_version": None,
-                                            "search_delegate": False}  # fmt: skip
+    # defaults that keep the old behaviour leave parameter dumps (artifact cache keys) as they
+    # were; output_range_scale changed what the default builds, so dumps show it
+    assert EdgeTpuParams().model_dump() == {"min_runtime_version": None, "search_delegate": False,
+                                            "output_range_scale": 2.0}  # fmt: skip
 
 
 # --- devices -----------------------------------------------------------------------------

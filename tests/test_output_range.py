@@ -179,7 +179,8 @@ def test_output_range_scale_parameter() -> None:
 
     default = STATIC.Params()
     assert default.output_range_scale == 2.0
-    assert "output_range_scale" not in default.model_dump()  # omitted at its default
+    # in every dump, so each row's method_params_json says how its outputs were quantized
+    assert default.model_dump()["output_range_scale"] == 2.0
     assert STATIC.Params(output_range_scale=1).model_dump()["output_range_scale"] == 1
     for bad in (0.5, 32):
         with pytest.raises(ValidationError):

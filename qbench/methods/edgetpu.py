@@ -75,7 +75,6 @@ class EdgeTpuParams(Params):
     )
 
     omitted_at_default: ClassVar[dict[str, Any]] = {
-        "output_range_scale": 2.0,
         "calibrator": "minmax",
         "percentile": 99.999,
         "equalize": False,

@@ -147,7 +147,6 @@ class StaticInt8Params(Params):
     )
 
     omitted_at_default: ClassVar[dict[str, Any]] = {
-        "output_range_scale": 2.0,
         "equalize": False,
         "equalize_headroom": 0.5,
         "equalize_max_scale": 16.0,
@@ -315,7 +314,7 @@ class StaticInt8(Method):
         if fmt == "torch":
             if source.format != "torch":
                 return f"model {source.name} is an ONNX file; it has no torch module"
-            if params.output_range_scale != StaticInt8Params().output_range_scale:
+            if _changed(params, ("output_range_scale",)):
                 return ("torch x86 engine path takes no output_range_scale: its outputs' 7-bit "
                         "grid in a quint8 tensor already leaves the range's width free above "
                         "its maximum")  # fmt: skip

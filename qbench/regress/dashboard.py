@@ -142,8 +142,9 @@ def _comparable(series: Any, metric: str, values: list[float | None]) -> list[li
     blank = [None] * len(values)
     keys = list(zip(series.get("accuracy_metric", blank), series.get("accuracy_dataset", blank),
                     strict=True))  # fmt: skip
+    measured = dict.fromkeys(k for k, v in zip(keys, values, strict=True) if v is not None)
     return [[v if k == key else None for v, k in zip(values, keys, strict=True)]
-            for key in dict.fromkeys(keys)]  # fmt: skip
+            for key in measured]  # fmt: skip
 
 
 def _ordered(found: list[FoundChange]) -> list[FoundChange]:
