@@ -22,7 +22,20 @@ from typing import Any
 import numpy as np
 
 from qbench.cache import cached_file, read_meta
+from qbench.datasets.base import Dataset
 from qbench.hostinfo import device_cpu
+from qbench.inputs import (
+    Inputs,
+    InputSpec,
+    as_inputs,
+    batch_of,
+    bind,
+    chunks,
+    count,
+    first,
+    load_npz,
+    save_npz,
+)
 from qbench.params import file_sha256, stable_hash
 from qbench.plan import Cell
 from qbench.plugins import load_all
@@ -30,98 +43,149 @@ from qbench.plugins import load_all
 ARTIFACT_VERSION = 2  # bump when any artifact or its metadata changes for the same inputs
 
 
-def _array_sha(x: np.ndarray) -> str:
+def _array_sha(inputs: Inputs) -> str:
     import hashlib
 
-    return hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for name, x in inputs.items():
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(x).tobytes())
+    return digest.hexdigest()[:16]
 
 
-def _inputs(dataset_name: str, split: str, n: int, seed: int, outlier_fraction: float = 0.0,
+def _inputs(dataset: Dataset, split: str, n: int, seed: int, outlier_fraction: float = 0.0,
             outlier_scale: float = 1.0) -> tuple[Path, bool]:  # fmt: skip
-    fam = load_all()
+    """The cached .npz of a dataset's split (qbench.inputs.save_npz: named inputs, labels y,
+    groups g)."""
 
     def build(tmp: Path) -> None:
-        dataset = fam.datasets.get(dataset_name)()
         x, y = dataset.load(split, n, seed)  # type: ignore[arg-type]
         groups = dataset.groups(split, n, seed)  # type: ignore[arg-type]
-        x = x.astype(np.float32)
+        inputs = {k: (v.astype(np.float32) if v.dtype.kind == "f" else v)
+                  for k, v in as_inputs(x).items()}  # fmt: skip
         if outlier_fraction > 0:
             # Real inputs scaled far out of range, as a glitching sensor or a bad crop would
             # give: min/max calibration stretches its ranges to them, robust calibrators don't.
             rng = np.random.default_rng(seed + 1)
-            count = max(1, round(outlier_fraction * len(x)))
-            picked = rng.choice(len(x), size=count, replace=False)
-            x[picked] *= outlier_scale
+            total = count(inputs)
+            picked = rng.choice(total, size=max(1, round(outlier_fraction * total)),
+                                replace=False)  # fmt: skip
+            for x_in in inputs.values():
+                if x_in.dtype.kind == "f":  # token ids and masks are not scaled
+                    x_in[picked] *= outlier_scale
         with open(tmp, "wb") as fh:
             extra = {"y": y} if y is not None else {}
             if groups is not None:
                 extra["g"] = groups  # which inputs were drawn together (accuracy intervals)
-            np.savez(fh, x=x, **extra)
+            save_npz(fh, inputs, **extra)
 
-    # v2: the file holds `g`, the dataset's groups, where it has any
-    key = {"dataset": dataset_name, "split": split, "n": n, "seed": seed, "v": 2}
+    # v3: named inputs (save_npz); the dataset's parameters, its files' fingerprint and the
+    # model inputs it shapes itself after (synthetic) are part of the key
+    key: dict[str, Any] = {"dataset": dataset.name, "params": dataset.params.model_dump(),
+                           "files": dataset.fingerprint(), "split": split, "n": n, "seed": seed,
+                           "v": 3}  # fmt: skip
+    if dataset.model_inputs is not None:
+        key["model_inputs"] = [s.to_json() for s in dataset.model_inputs]
     if outlier_fraction > 0:
         key["outliers"] = [outlier_fraction, outlier_scale]
     return cached_file("inputs", key, ".npz", build)
 
 
-def prepare(cell: Cell) -> dict[str, Any]:
-    import torch
+def _dataset(cell: Cell, source: Any) -> Dataset:
+    """The cell's dataset (planned: {name, params}; cells of older plans: a name or auto)."""
+    from qbench.datasets.base import open_dataset
 
+    ref = cell.accuracy["dataset"]
+    if ref == "auto" or (isinstance(ref, dict) and ref.get("name") == "auto"):
+        ref = source.dataset_for(source.params)
+    return open_dataset(ref, source.inputs(source.params))
+
+
+def _reference(loaded: Any, source: Any, spec: list[InputSpec], eval_x: Inputs,
+               eval_path: Path) -> tuple[Path | None, str | None]:  # fmt: skip
+    """The fp32 model's outputs (its first output) on the evaluation inputs, cached; (None, why)
+    where there is no float model to compute them."""
+    why = source.quantized(source.params)
+    if why:
+        return None, (f"fidelity to fp32 empty: model {source.default_label(source.params)} is "
+                      f"already quantized ({why}); there is no float reference")  # fmt: skip
+
+    def build(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.save(fh, reference_outputs(loaded, spec, eval_x).astype(np.float32))
+
+    key = {"model_sha": loaded.sha256, "eval": eval_path.name, "v": 2}
+    return cached_file("reference", key, ".npy", build)[0], None
+
+
+def reference_outputs(loaded: Any, spec: list[InputSpec], x: Inputs) -> np.ndarray:
+    """Output 0 of the unchanged fp32 model: the torch module, or the user's own ONNX / .tflite
+    file run as it is, fed in batches its graph accepts (a fixed batch of 1 is the Model Zoo's
+    norm)."""
+    n = count(x)
+    if loaded.module is not None:
+        import torch
+
+        outs = []
+        with torch.inference_mode():
+            for part in chunks(x, 32):
+                out = loaded.module(*(torch.as_tensor(v) for v in part.values()))
+                out = out[0] if isinstance(out, tuple | list) else out
+                outs.append(out.float().numpy())
+        return np.concatenate(outs)[:n]
+    if loaded.onnx_path is not None:
+        import onnxruntime as ort
+
+        from qbench.models.onnx_file import onnx_facts
+
+        session = ort.InferenceSession(str(loaded.onnx_path), providers=["CPUExecutionProvider"])
+        size = onnx_facts(loaded.onnx_path)[1] or 32
+        outs = [np.asarray(session.run(None, part)[0]) for part in chunks(x, size)]
+        return np.concatenate(outs)[:n]
+    from qbench.backends.litert import LitertSession
+
+    session = LitertSession(loaded.tflite_path, threads=1)
+    return np.concatenate([session.predict(part) for part in chunks(x, 1)])[:n]
+
+
+def prepare(cell: Cell) -> dict[str, Any]:
     fam = load_all()
     started = time.perf_counter()
-    source = fam.models.get(cell.model_plugin)()
-    model_params = source.Params(**cell.model_params)
+    source = fam.models.get(cell.model_plugin).bound(cell.model_params)
+    model_params = source.params
     loaded = source.load(model_params)
-    dataset_name = cell.accuracy["dataset"]
-    if dataset_name == "auto":
-        dataset_name = source.dataset_for(model_params)
-    dataset = fam.datasets.get(dataset_name)()
-    eval_path, _ = _inputs(dataset_name, "eval", cell.accuracy["samples"], 0)
-    eval_x = np.load(eval_path)["x"]
+    dataset = _dataset(cell, source)
+    spec = source.inputs(model_params) or dataset.fields()
+    eval_path, _ = _inputs(dataset, "eval", cell.accuracy["samples"], 0)
+    eval_x = bind(spec, load_npz(eval_path)[0])
+    onnx_notes: list[str] = []
 
     def fp32_onnx() -> Path:
         from qbench.methods.export import fp32_onnx as export
 
-        return export(loaded.sha256, loaded.module, tuple(dataset.input_shape), loaded.onnx_path)
+        if loaded.tflite_path is not None:
+            raise ValueError(f"model {cell.model} is a .tflite file; it has no ONNX graph")
+        path = export(loaded.sha256, loaded.module, spec, loaded.onnx_path)
+        onnx_notes[:] = read_meta(path).get("notes", [])
+        return path
 
     def fp32_tflite() -> Path:
+        if loaded.tflite_path is not None:
+            return loaded.tflite_path
         from qbench.methods.export_tflite import fp32_tflite as convert
 
-        return convert(loaded.sha256, loaded.module, tuple(dataset.input_shape))
+        return convert(loaded.sha256, loaded.module, spec)
 
-    def build_reference(tmp: Path) -> None:
-        if loaded.module is not None:
-            with torch.inference_mode():
-                out = torch.cat(
-                    [
-                        loaded.module(torch.as_tensor(eval_x[i : i + 32]))
-                        for i in range(0, len(eval_x), 32)
-                    ]
-                ).numpy()
-        else:  # an ONNX-file model is its own reference, run by ONNX Runtime without changes
-            import onnxruntime as ort
-
-            session = ort.InferenceSession(
-                str(loaded.onnx_path), providers=["CPUExecutionProvider"]
-            )
-            name = session.get_inputs()[0].name
-            out = session.run(None, {name: eval_x})[0]
-        with open(tmp, "wb") as fh:
-            np.save(fh, out.astype(np.float32))
-
-    reference_path, _ = cached_file(
-        "reference", {"model_sha": loaded.sha256, "eval": eval_path.name}, ".npy", build_reference
-    )
+    reference_path, reference_note = _reference(loaded, source, spec, eval_x, eval_path)
 
     method = fam.methods.get(cell.method)()
     params = method.Params(**cell.method_params)
     calib, calib_sha = None, None
     if method.needs_calibration(params):
         c = cell.calibration
-        calib_path, _ = _inputs(dataset_name, "calib", c["samples"], c["seed"],
+        calib_path, _ = _inputs(dataset, "calib", c["samples"], c["seed"],
                                 c["outlier_fraction"], c["outlier_scale"])  # fmt: skip
-        calib = np.load(calib_path)["x"]
+        calib = bind(spec, load_npz(calib_path)[0])
         calib_sha = _array_sha(calib)
 
     from qbench.methods.base import MakeContext
@@ -131,10 +195,12 @@ def prepare(cell: Cell) -> dict[str, Any]:
         source=source,
         model_params=model_params,
         model=loaded,
-        input_shape=tuple(dataset.input_shape),
-        calib=calib,
+        input_shape=tuple(d or 1 for d in spec[0].shape),
+        calib=None if calib is None or len(calib) != 1 else first(calib),
         fp32_onnx=fp32_onnx,
         fp32_tflite=fp32_tflite,
+        inputs=spec,
+        calib_inputs=calib,
     )
     fmt = cell.artifact_format
     assert fmt is not None
@@ -155,13 +221,29 @@ def prepare(cell: Cell) -> dict[str, Any]:
         key["tools"] = {p: package_version(p) for p in ("litert-torch", "ai-edge-quantizer")}
         key["litert_quant"] = LITERT_QUANT_VERSION
     suffix = {"onnx": ".onnx", "torch": ".pt"}.get(fmt, f".{fmt}")
-    artifact, cached = cached_file(
-        "artifacts", key, suffix, lambda tmp: method.make(fmt, params, ctx, tmp)
-    )
+
+    def build(tmp: Path) -> dict[str, Any] | None:
+        meta = method.make(fmt, params, ctx, tmp)
+        if fmt == "onnx":
+            _check_onnx_loads(tmp, cell.method)
+        return meta
+
+    artifact, cached = cached_file("artifacts", key, suffix, build)
     meta = read_meta(artifact)  # packed_bytes, layer_bits_json, artifact_notes, ...
-    macs, macs_note = _model_macs(loaded.sha256, tuple(dataset.input_shape), fp32_onnx)
+    notes = list(meta.get("artifact_notes", []))
+    if loaded.onnx_path is not None and fmt == "onnx" and cell.method != "original":
+        fp32_onnx()  # what normalising the user's graph changed (cached: a lookup)
+        notes += onnx_notes
+    if loaded.tflite_path is None:
+        macs, macs_note = _model_macs(loaded.sha256, spec, fp32_onnx)
+    else:
+        macs, macs_note = None, "model_macs empty: MACs are counted on ONNX graphs; this model "
+        macs_note += "is a .tflite file"
     if macs_note:
-        meta["artifact_notes"] = [*meta.get("artifact_notes", []), macs_note]
+        notes.append(macs_note)
+    if reference_note:
+        notes.append(reference_note)
+    meta["artifact_notes"] = notes
     return {
         **meta,
         "model_macs": macs,
@@ -171,20 +253,37 @@ def prepare(cell: Cell) -> dict[str, Any]:
         "artifact_sha256": file_sha256(str(artifact)),
         "prepare_s": time.perf_counter() - started,
         "eval_path": str(eval_path),
-        "reference_path": str(reference_path),
+        "model_inputs": [s.to_json() for s in spec],
+        "reference_path": None if reference_path is None else str(reference_path),
         "model_weights": loaded.weights,
         "model_sha256": loaded.sha256,
         "method_sha256": stable_hash(method_key),
         "calib_sha256": calib_sha,
-        "calib_samples": None if calib is None else len(calib),
-        "accuracy_dataset": dataset_name,
+        "calib_samples": None if calib is None else count(calib),
+        "accuracy_dataset": dataset.label,
         "labelled": dataset.labelled,
         "label_note": dataset.label_note,
+        "measures_fidelity": dataset.measures_fidelity,
     }
 
 
+def _check_onnx_loads(path: Path, method: str) -> None:
+    """An ONNX artifact that ONNX Runtime refuses is never kept: the cell fails here, in
+    prepare, with ORT's reason (an opset-9 graph given per-channel DequantizeLinear `axis`)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT's Fail / InvalidGraph / NotImplemented
+        reason = " ".join(str(exc).split())[:300]
+        raise ValueError(f"{method} wrote an ONNX graph that ONNX Runtime cannot load: "
+                         f"{reason}") from None  # fmt: skip
+
+
 def _model_macs(
-    model_sha: str, input_shape: tuple[int, ...], fp32_onnx: Any
+    model_sha: str, spec: list[InputSpec], fp32_onnx: Any
 ) -> tuple[int | None, str | None]:
     """MACs of one fp32 inference from the fp32 ONNX graph, cached per model; (None, why) when
     the graph cannot be exported or counted (the cell goes on without the figure)."""
@@ -192,13 +291,13 @@ def _model_macs(
 
     def build(tmp: Path) -> None:
         counted = count_macs(fp32_onnx())
-        tmp.write_text(json.dumps({**counted, "input_shape": list(input_shape)}))
+        tmp.write_text(json.dumps({**counted, "inputs": inputs}))
 
+    inputs = [s.to_json() for s in spec]
     try:
         path, _ = cached_file(
-            "opcount", {"model_sha": model_sha, "shape": list(input_shape), "v": 1}, ".json",
-            build,
-        )  # fmt: skip
+            "opcount", {"model_sha": model_sha, "inputs": inputs, "v": 2}, ".json", build
+        )
         counted = json.loads(path.read_text())
     except Exception as exc:  # no op count is no reason to fail the cell
         return None, f"model_macs empty: op count failed ({type(exc).__name__}: {exc})"
@@ -206,15 +305,6 @@ def _model_macs(
     if counted["uncounted"]:
         note = f"model_macs leaves out {len(counted['uncounted'])} node(s) of unknown shape"
     return int(counted["macs"]), note
-
-
-def _batch_of(x: np.ndarray, batch: int) -> np.ndarray:
-    reps = -(-batch // len(x))
-    return (
-        np.ascontiguousarray(np.concatenate([x] * reps)[:batch])
-        if reps > 1
-        else np.ascontiguousarray(x[:batch])
-    )
 
 
 def measure(cell: Cell, prepared: dict[str, Any]) -> dict[str, Any]:
@@ -227,9 +317,12 @@ def measure(cell: Cell, prepared: dict[str, Any]) -> dict[str, Any]:
     fam = load_all()
     backend = fam.backends.get(cell.backend)()
     params = backend.Params(**cell.backend_params)
-    data = np.load(prepared["eval_path"])
-    eval_x, labels, groups = data["x"], data.get("y"), data.get("g")
-    reference = np.load(prepared["reference_path"])
+    spec = [InputSpec.from_json(s) for s in prepared["model_inputs"]]
+    loaded_x, extra = load_npz(prepared["eval_path"])
+    eval_x, labels, groups = bind(spec, loaded_x), extra.get("y"), extra.get("g")
+    reference = None
+    if prepared.get("reference_path"):
+        reference = np.load(prepared["reference_path"])
 
     started = time.perf_counter()
     session = backend.open(
@@ -238,7 +331,7 @@ def measure(cell: Cell, prepared: dict[str, Any]) -> dict[str, Any]:
     load_s = time.perf_counter() - started
 
     m = cell.measurement
-    run = session.runner(_batch_of(eval_x, cell.batch))
+    run = session.runner(batch_of(eval_x, cell.batch))
     energy = EnergyRecorder(cell.power, cell.device, cell.device_kind)
     try:
         # Idle baseline first, then the warm-up, so the timed loop starts exactly as it would
@@ -257,17 +350,14 @@ def measure(cell: Cell, prepared: dict[str, Any]) -> dict[str, Any]:
     stats = summarize(samples)
 
     # A session that computes no outputs (the null backend) returns None: its accuracy and
-    # fidelity columns stay empty, with the reason in the notes.
-    first = session.predict(np.ascontiguousarray(eval_x[: cell.batch]))
+    # fidelity columns stay empty, with the reason in the notes. The last batch is padded to
+    # the cell's batch (a graph of a fixed batch takes no other) and the padding dropped.
+    parts = chunks(eval_x, cell.batch)
+    head = session.predict(parts[0])
     outputs = None
-    if first is not None:
-        outputs = np.concatenate(
-            [first]
-            + [
-                session.predict(np.ascontiguousarray(eval_x[i : i + cell.batch]))
-                for i in range(cell.batch, len(eval_x), cell.batch)
-            ]
-        )
+    if head is not None:
+        outputs = np.concatenate([head] + [session.predict(p) for p in parts[1:]])
+        outputs = outputs[: count(eval_x)]
     row: dict[str, Any] = {
         "runtime_version": backend.version(),
         "load_s": load_s,
@@ -284,9 +374,12 @@ def measure(cell: Cell, prepared: dict[str, Any]) -> dict[str, Any]:
     notes: list[str] = energy.row_notes(power)
     if outputs is None:
         notes.append(f"accuracy empty: the {cell.backend} backend computes no outputs")
+    elif not prepared.get("measures_fidelity", True):
+        notes.append(f"accuracy and fidelity empty: {prepared['label_note']}")
     else:
-        row["accuracy_samples"] = len(eval_x)
-        row.update(fidelity(reference, outputs, groups))
+        row["accuracy_samples"] = count(eval_x)
+        if reference is not None:  # else prepare's note says why
+            row.update(fidelity(reference, outputs, groups, notes))
         if labels is not None:
             row.update(accuracy(outputs, labels, groups))
         else:

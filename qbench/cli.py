@@ -24,8 +24,63 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run a suite: every cell measured, stored and reported")
-    run.add_argument("suite", help="suite YAML file, e.g. suites/cnn.yaml")
+    run = sub.add_parser(
+        "run",
+        help="run a suite (or one model given by --model): every cell measured, stored and "
+        "reported",
+        description="Run a suite file, or your own model without writing one: e.g. "
+        "`qbench run --model m.onnx --data images/ --methods fp32,static_int8 --backends "
+        "onnxruntime` (the same plan, store and report as a suite).",
+    )
+    run.add_argument(
+        "suite", nargs="?", help="suite YAML file, e.g. suites/cnn.yaml (or give --model)"
+    )
+    own = run.add_argument_group(
+        "your own model (instead of a suite file)",
+        "Each flag maps to a suite field; `qbench run --model M --dry-run` shows the plan.",
+    )
+    own.add_argument(
+        "--model",
+        action="append",
+        metavar="MODEL",
+        help="a .onnx or .tflite file, or a torch factory `file.py:function` / "
+        "`package.module:function` (repeat for several models)",
+    )
+    own.add_argument(
+        "--weights", help="torch factory: state dict to load (.safetensors, .pt read weights-only)"
+    )
+    own.add_argument(
+        "--input",
+        action="append",
+        metavar="NAME:SHAPE[:DTYPE]",
+        help="torch factory: an input, e.g. x:3x32x32 or ids:128:int64 (repeat, in call order)",
+    )
+    own.add_argument(
+        "--data",
+        metavar="DATA",
+        help="an image folder (one sub-folder per class, or flat), a .npz/.npy of inputs, "
+        "`synthetic`, or a dataset name (`qbench list datasets`); default: auto",
+    )
+    own.add_argument(
+        "--data-param",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a dataset parameter, e.g. layout=NHWC, resize=256, mean=[0.5,0.5,0.5] (YAML "
+        "values; repeat)",
+    )
+    own.add_argument(
+        "--methods",
+        default="fp32,dynamic_int8,static_int8",
+        help="comma-separated methods (default: fp32,dynamic_int8,static_int8)",
+    )
+    own.add_argument(
+        "--backends",
+        help="comma-separated backends (default: those that load the model's format)",
+    )
+    own.add_argument("--batch", default="1", help="comma-separated batch sizes (default: 1)")
+    own.add_argument("--threads", default="1", help="comma-separated thread counts (default: 1)")
+    own.add_argument("--device", default="local", help="device name or file (default: local)")
+    own.add_argument("--name", help="suite name for rows and the report (default: the model's)")
     run.add_argument("--store", help="store directory (default: the suite's `output`)")
     run.add_argument(
         "--report",

@@ -117,8 +117,22 @@ def _executor(spec: str, cells: list[Cell]) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from qbench.runner import load_plan, run_plan
 
-    suite, plan, text = load_plan(args.suite)  # raises SuiteError: one line, exit 2
+    if args.model:
+        from qbench.suite.command_line import describe, suite_from_args
+
+        if args.suite:
+            raise ValueError(f"qbench run: give a suite file ({args.suite}) or --model, not both")
+        given = suite_from_args(args)
+        suite_path = "command line"
+    elif args.suite:
+        given, suite_path = args.suite, str(args.suite)
+    else:
+        raise ValueError("qbench run: give a suite file, or your model with --model "
+                         "(see qbench run --help)")  # fmt: skip
+    suite, plan, text = load_plan(given)  # raises SuiteError: one line, exit 2
     if args.dry_run:
+        if args.model:
+            print(describe(given))
         _print_plan(plan)
         return 0
     store = Path(args.store or suite.output)
@@ -130,9 +144,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     executor = _executor(args.executor, plan.runnable)
     progress = _Progress(len(plan.runnable), not (args.quiet or args.json))
     try:
-        summary = run_plan(
-            plan, suite.name, str(args.suite), text, store, progress, executor=executor
-        )
+        summary = run_plan(plan, suite.name, suite_path, text, store, progress, executor=executor)
     finally:
         progress.close()
     if report_path is not None and summary.rows:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from qbench.suite.loader import SuiteError, SuiteSource, first_error
+from qbench.suite.loader import SuiteSource, first_error
 from qbench.suite.schema import MemberRef, Strict
 
 REPO_DEVICES = Path(__file__).resolve().parent.parent / "devices"
@@ -125,7 +125,10 @@ def load_device(path: Path) -> Device:
 
 
 def resolve_devices(refs: list[str], suite: SuiteSource) -> list[Device]:
-    devices = []
+    """The suite's device files, loaded; two files naming the same device are refused (their
+    rows would share cells and a comparison would mix two machines)."""
+    devices: list[Device] = []
+    files: dict[str, tuple[int, Path]] = {}
     for i, ref in enumerate(refs):
         path = find_device_file(ref, suite.path.parent)
         if path is None:
@@ -134,8 +137,15 @@ def resolve_devices(refs: list[str], suite: SuiteSource) -> list[Device]:
                 f"no device file for {ref!r} (looked for "
                 f"devices/{ref}.yaml beside the suite and in the repo)",
             )
-        try:
-            devices.append(load_device(path))
-        except SuiteError:
-            raise
+        device = load_device(path)
+        seen = files.get(device.name)
+        if seen is not None and seen[1].resolve() != path.resolve():
+            raise suite.error(
+                ["devices", i],
+                f"{path} names device {device.name!r}, as {seen[1]} (devices[{seen[0]}]) does: "
+                "give each device file its own `name`",
+            )
+        if seen is None:
+            files[device.name] = (i, path)
+            devices.append(device)
     return devices

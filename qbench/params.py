@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
@@ -17,6 +18,19 @@ class Params(BaseModel):
     # dumps (artifact cache keys, method_sha256, a cell's params) leave them out at that value,
     # so they stay those of the parameters before the field existed.
     omitted_at_default: ClassVar[dict[str, Any]] = {}
+    # Fields that hold a file or folder path: a relative one is read from the suite's folder.
+    path_fields: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def absolute_paths(cls, raw: dict[str, Any], base: Path) -> dict[str, Any]:
+        """`raw` (untyped parameters) with each relative path in `path_fields` made absolute
+        against `base` (the suite's folder), before validation."""
+        out = dict(raw)
+        for name in cls.path_fields:
+            value = out.get(name)
+            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+                out[name] = str(base / value)
+        return out
 
     @model_serializer(mode="wrap")
     def _omit_added_defaults(self, handler: SerializerFunctionWrapHandler) -> Any:
@@ -26,6 +40,16 @@ class Params(BaseModel):
                 if name in data and data[name] == value:
                     del data[name]
         return data
+
+
+class CheckError(ValueError):
+    """A member's parameters name something that cannot be used (a missing file, a factory
+    that does not import, data that does not fit the model): `field` is the parameter at fault,
+    str() one sentence. The planner reports it as FILE:LINE: FIELD: message."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(message)
 
 
 class NoParams(Params):

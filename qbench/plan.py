@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import fnmatch
 import itertools
+import types
+import typing
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
 from qbench.devices import Device, resolve_devices
+from qbench.inputs import InputSpec, binding
 from qbench.measure.energy import plan_power
+from qbench.params import CheckError
 from qbench.plugins import Families, load_all
 from qbench.registry import RegistryError
 from qbench.suite.loader import SuiteSource, first_error
@@ -67,10 +71,29 @@ class Plan:
         return [c for c in self.cells if c.skip_reason is not None]
 
 
-def expand_params(params: dict[str, Any]) -> list[dict[str, Any]]:
-    """Cartesian product over list values: {bits: [4, 8], sym: true} -> two dicts."""
+def _list_typed(params_cls: Any, key: str) -> bool:
+    """The field takes a list itself (a model's `inputs`): its list value is one value."""
+    field = getattr(params_cls, "model_fields", {}).get(key)
+    if field is None:
+        return False
+    annotation = field.annotation
+    options = typing.get_args(annotation) if typing.get_origin(annotation) in _UNIONS else ()
+    return any(typing.get_origin(a) is list or a is list for a in (annotation, *options))
+
+
+_UNIONS = (typing.Union, types.UnionType)
+
+
+def expand_params(params: dict[str, Any], params_cls: Any = None) -> list[dict[str, Any]]:
+    """Cartesian product over list values: {bits: [4, 8], sym: true} -> two dicts. A field that
+    itself takes a list (per `params_cls`) expands only over a list of lists."""
     keys = list(params)
-    values = [v if isinstance(v, list) else [v] for v in params.values()]
+    values = []
+    for key, value in params.items():
+        one = not isinstance(value, list) or (
+            _list_typed(params_cls, key) and not all(isinstance(v, list) for v in value)
+        )
+        values.append([value] if one else value)
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values)]
 
 
@@ -102,13 +125,127 @@ def _resolve_members(
                 else [family, i],
                 str(exc),
             ) from None
-        for params in expand_params(ref.params):
+        for params in expand_params(ref.params, member.Params):
             try:
                 typed = member.Params(**params)
             except ValidationError as exc:
                 raise first_error(source, exc, prefix=[family, i, "params"]) from None
             out.append((ref, member, typed.model_dump(), typed))
     return out
+
+
+@dataclass
+class PlannedModel:
+    """One model entry of a suite with its parameters, checked before anything runs."""
+
+    ref: MemberRef
+    index: int  # position in the suite's `models`
+    source: Any  # the ModelSource, bound to `typed`
+    params: dict[str, Any]  # typed parameters, dumped (relative paths made absolute)
+    typed: Any
+    label: str
+    dataset: dict[str, Any]  # {name, params}: the inputs it is evaluated and calibrated on
+    fixed_batch: int | None
+
+
+def _absolute(cls: Any, raw: dict[str, Any], base: Any, fam: Families) -> dict[str, Any]:
+    """Untyped parameters with relative paths made absolute against the suite's folder,
+    including those of a dataset given inside them as {name, params}."""
+    out = cls.absolute_paths(raw, base) if hasattr(cls, "absolute_paths") else dict(raw)
+    data = out.get("dataset")
+    if (
+        isinstance(data, dict)
+        and isinstance(data.get("params"), dict)
+        and (data.get("name") in fam.datasets)
+    ):
+        dataset_cls = fam.datasets.get(data["name"]).Params
+        out["dataset"] = {**data, "params": dataset_cls.absolute_paths(data["params"], base)}
+    return out
+
+
+def _dataset_dict(value: Any) -> dict[str, Any]:
+    from qbench.datasets.base import dataset_ref
+
+    name, params = dataset_ref(value)
+    return {"name": name, "params": params}
+
+
+def _resolve_models(suite: Suite, fam: Families, source: SuiteSource) -> list[PlannedModel]:
+    """Each model entry (and each expansion of its list-valued params) typed, its files and
+    factory checked, its inputs matched with its dataset's fields, and its label unique."""
+    base = source.path.resolve().parent
+    suite_dataset = suite.accuracy.dataset
+    out: list[PlannedModel] = []
+    labels: dict[str, PlannedModel] = {}
+    for i, ref in enumerate(suite.models):
+        try:
+            cls = fam.models.get(ref.name)
+        except RegistryError as exc:
+            loc: list[str | int] = ["models", i, "name"]
+            raise source.error(
+                loc if source.line_of(loc) != source.line_of(["models", i]) else ["models", i],
+                str(exc),
+            ) from None
+        for raw in expand_params(ref.params, cls.Params):
+            try:
+                typed = cls.Params(**_absolute(cls.Params, raw, base, fam))
+            except ValidationError as exc:
+                raise first_error(source, exc, prefix=["models", i, "params"]) from None
+            bound = cls(typed)
+            try:
+                bound.check(typed)
+            except CheckError as exc:
+                raise source.error(["models", i, "params", exc.field], str(exc)) from None
+            if suite_dataset.name != "auto":
+                raw_data = suite_dataset.model_copy(
+                    update={"params": fam.datasets.get(suite_dataset.name).Params.absolute_paths(
+                        suite_dataset.params, base)}
+                ) if suite_dataset.name in fam.datasets else suite_dataset  # fmt: skip
+                data_loc: list[str | int] = ["accuracy", "dataset"]
+            else:
+                raw_data = bound.dataset_for(typed)
+                data_loc = ["models", i, "params", "dataset"]
+            dataset = _dataset_dict(raw_data)
+            _check_data(bound, typed, dataset, data_loc, source, fam)
+            label = ref.label or bound.default_label(typed)
+            planned = PlannedModel(ref, i, bound, typed.model_dump(), typed, label, dataset,
+                                   bound.fixed_batch(typed))  # fmt: skip
+            other = labels.get(label)
+            if other is not None and other.params != planned.params:
+                raise source.error(
+                    ["models", i],
+                    f"model label {label!r} is also that of models[{other.index}] with other "
+                    "parameters (another file?): give one of them a `label`, or their cells "
+                    "would be one",
+                )
+            labels[label] = planned
+            out.append(planned)
+    return out
+
+
+def _check_data(bound: Any, typed: Any, dataset: dict[str, Any], loc: list[str | int],
+                source: SuiteSource, fam: Families) -> None:  # fmt: skip
+    """The dataset exists, its parameters and files are valid, and its fields fit the model's
+    inputs: one line naming the field where not."""
+    try:
+        cls = fam.datasets.get(dataset["name"])
+    except RegistryError as exc:
+        raise source.error(loc, str(exc)) from None
+    try:
+        typed_data = cls.Params(**dataset["params"])
+    except ValidationError as exc:
+        raise first_error(source, exc, prefix=[*loc, "params"]) from None
+    inputs: list[InputSpec] | None = bound.inputs(typed)
+    data = cls(typed_data, inputs)
+    try:
+        data.check()
+        fields = data.fields()
+        if inputs is not None:
+            binding(inputs, fields)
+    except CheckError as exc:
+        raise source.error([*loc, "params", exc.field], str(exc)) from None
+    except ValueError as exc:
+        raise source.error(loc, f"{dataset['name']}: {exc}") from None
 
 
 def non_default(typed: Any) -> dict[str, Any]:
@@ -178,14 +315,15 @@ def _skip_reason(
 def build_plan(suite: Suite, source: SuiteSource, families: Families | None = None) -> Plan:
     fam = families or load_all()
     devices = resolve_devices(suite.devices, source)
-    models = _resolve_members(suite.models, "models", fam, source)
-    methods = _resolve_members(suite.methods, "methods", fam, source)
-    backends = _resolve_members(suite.backends, "backends", fam, source)
-    if suite.accuracy.dataset != "auto" and suite.accuracy.dataset not in fam.datasets:
+    if suite.accuracy.dataset.name != "auto" and suite.accuracy.dataset.name not in fam.datasets:
         raise source.error(
             ["accuracy", "dataset"],
-            f"unknown dataset {suite.accuracy.dataset!r} (known: auto, {', '.join(fam.datasets)})",
+            f"unknown dataset {suite.accuracy.dataset.name!r} (known: auto, "
+            f"{', '.join(fam.datasets)})",
         )
+    models = _resolve_models(suite, fam, source)
+    methods = _resolve_members(suite.methods, "methods", fam, source)
+    backends = _resolve_members(suite.backends, "backends", fam, source)
     # A device whose transport is not installed (ssh, adb, ... from a plugin package) keeps
     # its cells in the plan, skipped with the reason, like a backend that is not installed.
     no_transport = {
@@ -202,7 +340,7 @@ def build_plan(suite: Suite, source: SuiteSource, families: Families | None = No
 
     plan = Plan()
     seen: set[str] = set()
-    for device, (mref, msrc, mparams, _), (qref, qm, qparams, qtyped), (
+    for device, pm, (qref, qm, qparams, qtyped), (
         bref,
         backend,
         bparams,
@@ -210,7 +348,7 @@ def build_plan(suite: Suite, source: SuiteSource, families: Families | None = No
     ), batch, threads in itertools.product(
         devices, models, methods, backends, suite.scenario.batch, suite.scenario.threads
     ):
-        model_label = mref.label or mref.name
+        model_label = pm.label
         method_label = qref.label or qref.name
         values = {
             "model": model_label,
@@ -236,16 +374,19 @@ def build_plan(suite: Suite, source: SuiteSource, families: Families | None = No
             seen.add(cell_id)
             fmt: list[str | None] = [None]
             reason = no_transport.get(device.name) or _skip_reason(
-                device, bref.name, backend, qm, qtyped, msrc, fmt
+                device, bref.name, backend, qm, qtyped, pm.source, fmt
             )
+            if reason is None and pm.fixed_batch is not None and batch != pm.fixed_batch:
+                reason = (f"model {model_label}'s graph takes a fixed batch of "
+                          f"{pm.fixed_batch}; batch {batch} cannot run")  # fmt: skip
             calibration = {**suite.calibration.model_dump(), "outlier_fraction": fraction}
             plan.cells.append(
                 Cell(
                     cell_id=cell_id,
                     suite=suite.name,
                     model=model_label,
-                    model_plugin=mref.name,
-                    model_params=mparams,
+                    model_plugin=pm.ref.name,
+                    model_params=pm.params,
                     method=qref.name,
                     method_params=qparams,
                     backend=bref.name,
@@ -258,7 +399,7 @@ def build_plan(suite: Suite, source: SuiteSource, families: Families | None = No
                     threads=threads,
                     artifact_format=fmt[0],
                     measurement=suite.measurement.model_dump(),
-                    accuracy=suite.accuracy.model_dump(),
+                    accuracy={**suite.accuracy.model_dump(), "dataset": pm.dataset},
                     calibration=calibration,
                     skip_reason=reason,
                     power=powers[device.name],

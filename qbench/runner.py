@@ -18,7 +18,7 @@ from qbench.plan import Cell, Plan, build_plan
 from qbench.plugins import load_all
 from qbench.store.parquet import RunWriter
 from qbench.store.schema import RESULT_COLUMN_NAMES
-from qbench.suite.loader import load_suite
+from qbench.suite.loader import SuiteSource, load_suite, validate_suite
 
 
 def now() -> datetime:
@@ -165,7 +165,8 @@ def _with_progress(results: Any, cells: list[Cell], progress: ProgressHook | Non
             progress("start", cells[i + 1], None)
 
 
-def load_plan(suite_path: str | Path) -> tuple[Any, Plan, str]:
-    suite, source = load_suite(suite_path)
-    plan = build_plan(suite, source)
-    return suite, plan, source.text
+def load_plan(suite: str | Path | SuiteSource) -> tuple[Any, Plan, str]:
+    """(suite, plan, suite text) of a suite file, or of a parsed source (command-line flags)."""
+    typed, source = validate_suite(suite) if isinstance(suite, SuiteSource) else load_suite(suite)
+    plan = build_plan(typed, source)
+    return typed, plan, source.text

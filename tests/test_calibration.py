@@ -407,6 +407,7 @@ def test_robust_calibrators_survive_outliers_that_break_minmax(tmp_path: Path) -
     outliers: ~2.5% of the calibration values lie far out, and clipping them costs more squared
     error than the coarser rounding of the rest, so its ranges stay near min-max."""
     from qbench.agent import _inputs
+    from qbench.inputs import load_npz
 
     source = FAM.models.get("digits_cnn")()
     model_params = source.Params()
@@ -415,9 +416,9 @@ def test_robust_calibrators_survive_outliers_that_break_minmax(tmp_path: Path) -
         loaded = source.load(model_params)
         model = fp32_onnx(loaded.sha256, loaded.module, (1, 8, 8), loaded.onnx_path)
     eval_x, eval_y = FAM.datasets.get("digits")().load("eval", None)
-    calib_path, _ = _inputs("digits", "calib", 128, 0, 0.05, 200.0)
+    calib_path, _ = _inputs(FAM.datasets.get("digits")(), "calib", 128, 0, 0.05, 200.0)
     ctx = MakeContext(
-        "digits_cnn", source, model_params, loaded, (1, 8, 8), np.load(calib_path)["x"],
+        "digits_cnn", source, model_params, loaded, (1, 8, 8), load_npz(calib_path)[0]["input"],
         lambda: model,
     )  # fmt: skip
 

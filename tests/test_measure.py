@@ -255,7 +255,8 @@ def test_clustered_interval_is_wider_and_keeps_its_coverage() -> None:
         rate = rng.beta(true * 2, (1 - true) * 2, 17)
         hits = (rng.random((17, 10)) < rate[:, None]).astype(float).reshape(-1)
         logits = np.stack([hits, 1 - hits], axis=1)  # class 0 where the input "agrees"
-        reference = np.tile([1.0, 0.0], (170, 1))
+        # top-1 is class 0 on every input, scores differ (a constant reference says nothing)
+        reference = np.stack([1.0 + rng.random(170), np.zeros(170)], axis=1)
         out = fidelity(reference, logits, groups)
         naive = fidelity(reference, logits)
         assert out["fp32_agreement"] == naive["fp32_agreement"] == hits.mean()

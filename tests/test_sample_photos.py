@@ -27,13 +27,15 @@ def test_eval_groups_are_the_photos_the_crops_come_from() -> None:
 
 def test_agent_inputs_carry_the_groups() -> None:
     from qbench.agent import _inputs
+    from qbench.datasets.digits import Digits
+    from qbench.inputs import load_npz
 
-    path, _ = _inputs("sample_photos", "eval", 20, 0)
-    data = np.load(path)
-    assert data["x"].shape[0] == 20 and "y" not in data
-    np.testing.assert_array_equal(data["g"], SamplePhotos().groups("eval", 20))
-    digits, _ = _inputs("digits", "eval", 30, 0)
-    assert "g" not in np.load(digits)  # independent draws: no groups stored
+    path, _ = _inputs(SamplePhotos(), "eval", 20, 0)
+    inputs, extra = load_npz(path)
+    assert inputs["input"].shape[0] == 20 and "y" not in extra
+    np.testing.assert_array_equal(extra["g"], SamplePhotos().groups("eval", 20))
+    digits, _ = _inputs(Digits(), "eval", 30, 0)
+    assert "g" not in load_npz(digits)[1]  # independent draws: no groups stored
 
 
 # --- imagenet_samples: labelled ImageNet validation photos (foolbox's wheel) -------------------

@@ -9,18 +9,23 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from qbench.inputs import Inputs, as_inputs
 from qbench.params import NoParams, Params
 
 
 class Session:
-    """A loaded artifact. `runner` binds one input so the timed call does nothing else."""
+    """A loaded artifact. `runner` binds one batch so the timed call does nothing else.
 
-    def runner(self, x: np.ndarray) -> Callable[[], Any]:
+    Batches are named inputs (qbench.inputs.Inputs), keyed and ordered as the model's inputs;
+    a session maps them to its runtime's inputs by name, else by position."""
+
+    def runner(self, x: Inputs) -> Callable[[], Any]:
         raise NotImplementedError
 
-    def predict(self, x: np.ndarray) -> np.ndarray | None:
-        """float32 outputs for a batch of float32 inputs; None from a session that computes
-        nothing (the null backend), whose accuracy columns then stay empty."""
+    def predict(self, x: Inputs) -> np.ndarray | None:
+        """float32 outputs (the model's first output) for a batch of inputs; None from a
+        session that computes nothing (the null backend), whose accuracy columns then stay
+        empty."""
         raise NotImplementedError
 
     def inspect(self) -> dict[str, Any]:
@@ -52,3 +57,48 @@ class Backend:
 
     def open(self, artifact: Path, fmt: str, threads: int, params: Params) -> Session:
         raise NotImplementedError
+
+
+def feed_by_name(names: list[str], x: Inputs | np.ndarray) -> dict[str, np.ndarray]:
+    """`x` keyed by the runtime's input names: by name where they all match, else by position
+    (an exported graph may rename an input: torch's `input` is another runtime's `args_0`).
+    A bare array is a one-input batch."""
+    x = as_inputs(x)
+    if set(names) == set(x):
+        return {name: x[name] for name in names}
+    if len(names) != len(x):
+        raise ValueError(
+            f"the artifact takes {len(names)} input(s) ({', '.join(names)}), the data gives "
+            f"{len(x)} ({', '.join(x)})"
+        )
+    return dict(zip(names, x.values(), strict=True))
+
+
+def torch_args(
+    x: Inputs | np.ndarray, dtype: Any, channels_last: bool = False, device: Any = None
+) -> list[Any]:
+    """The module's positional arguments: float inputs cast to the module's float type (fp16,
+    bf16), integer inputs (token ids, masks) kept; 4-D ones channels-last where asked. A bare
+    array is a one-input batch."""
+    import torch
+
+    args = []
+    for value in as_inputs(x).values():
+        t = torch.from_numpy(np.ascontiguousarray(value))
+        if t.is_floating_point():
+            t = t.to(dtype)
+        if device is not None:
+            t = t.to(device)
+        if channels_last and t.dim() == 4:
+            t = t.contiguous(memory_format=torch.channels_last)
+        args.append(t)
+    return args
+
+
+def first_output(out: Any) -> Any:
+    """A module's first output: a tensor, or the first of a tuple / list / dict of them."""
+    if isinstance(out, dict):
+        return next(iter(out.values()))
+    if isinstance(out, tuple | list):
+        return out[0]
+    return out

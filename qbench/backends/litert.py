@@ -1,8 +1,9 @@
 """LiteRT (formerly TensorFlow Lite) on the CPU: XNNPACK delegate or builtin kernels.
 
-Input layout: the session takes the harness's float32 NCHW batches. A model with NCHW input
-(litert-torch's default: it transposes inside the graph) gets them as they are; a model with
-NHWC input (litert_torch.to_channel_last_io) gets them transposed, outside the timed call.
+Input layout: the session takes the harness's named float32 batches (NCHW for images), one per
+model input. A model with NCHW input (litert-torch's default: it transposes inside the graph)
+gets them as they are; a model with NHWC input (litert_torch.to_channel_last_io, most .tflite
+files) gets 4-D batches transposed, outside the timed call.
 
 Integer I/O: full-integer models take and return int8/int16 (uint8 for older ones). Inputs are
 quantized and outputs dequantized with each tensor's own scale and zero point.
@@ -35,7 +36,8 @@ from qbench.backends._tflite_graph import (
     histogram,
     read_tflite_graph,
 )
-from qbench.backends.base import Backend, Session
+from qbench.backends.base import Backend, Session, feed_by_name
+from qbench.inputs import Inputs
 from qbench.params import Params
 from qbench.plugins import backends
 
@@ -86,7 +88,7 @@ def _relative_l2(a: np.ndarray, b: np.ndarray) -> float:
 
 
 class LitertSession(Session):
-    """One LiteRT interpreter. Input 0 in, output 0 out (qbench models have one of each)."""
+    """One LiteRT interpreter: every model input in (by name, else by position), output 0 out."""
 
     delegate_name = "XNNPACK"
 
@@ -109,29 +111,40 @@ class LitertSession(Session):
             kwargs["experimental_delegates"] = delegates
         self.interpreter = Interpreter(**kwargs)
         self.interpreter.allocate_tensors()  # XNNPACK (the default delegate) is applied here
-        self.input = self.interpreter.get_input_details()[0]
+        self.inputs = self.interpreter.get_input_details()
+        self.input = self.inputs[0]
         self.output = self.interpreter.get_output_details()[0]
-        self.model_shape = tuple(int(d) for d in self.input["shape"])
+        self.shapes = [tuple(int(d) for d in i["shape"]) for i in self.inputs]
+        self.model_shape = self.shapes[0]
         self.batch = self.model_shape[0]  # the interpreter's current batch
         self.batch_mode: dict[int, str] = {self.batch: "native"}  # native | resized | loop
         self.batch_notes: dict[int, str] = {}
         self.timed_batch: int | None = None
 
     # ---- layout, quantization -----------------------------------------------------------------
-    def _to_model_input(self, x: np.ndarray) -> np.ndarray:
-        """NCHW float32 batch -> the model's layout and dtype (outside any timed call)."""
-        want = self.model_shape[1:]
-        if x.ndim == 4 and tuple(x.shape[1:]) != want:
-            nhwc = (x.shape[2], x.shape[3], x.shape[1])
-            if nhwc == want:
-                x = x.transpose(0, 2, 3, 1)
-        if tuple(x.shape[1:]) != want:
-            raise ValueError(f"input of shape {x.shape[1:]} does not fit the model's {want}")
-        return quantize_input(x, self.input)
+    def _to_model_input(self, x: Inputs) -> list[np.ndarray]:
+        """A batch -> one array per model input, in its layout and dtype (outside any timed
+        call). A 4-D NCHW batch fits an NHWC input transposed."""
+        feed = feed_by_name([d["name"] for d in self.inputs], x)
+        out = []
+        for detail, shape, value in zip(self.inputs, self.shapes, feed.values(), strict=True):
+            want = shape[1:]
+            if value.ndim == 4 and tuple(value.shape[1:]) != want:
+                nhwc = (value.shape[2], value.shape[3], value.shape[1])
+                if nhwc == want:
+                    value = value.transpose(0, 2, 3, 1)
+            if tuple(value.shape[1:]) != want:
+                raise ValueError(
+                    f"input {detail['name']} of shape {value.shape[1:]} does not fit the "
+                    f"model's {want}"
+                )
+            out.append(quantize_input(value, detail))
+        return out
 
     # ---- batching -----------------------------------------------------------------------------
     def _resize(self, n: int) -> None:
-        self.interpreter.resize_tensor_input(self.input["index"], [n, *self.model_shape[1:]])
+        for detail, shape in zip(self.inputs, self.shapes, strict=True):
+            self.interpreter.resize_tensor_input(detail["index"], [n, *shape[1:]])
         self.interpreter.allocate_tensors()
 
     def _set_batch(self, n: int) -> None:
@@ -145,19 +158,24 @@ class LitertSession(Session):
             raise
         self.batch = n
 
-    def _invoke(self, q: np.ndarray) -> np.ndarray:
-        it, inp, out = self.interpreter, self.input["index"], self.output["index"]
-        it.set_tensor(inp, q)
+    def _invoke(self, q: list[np.ndarray]) -> np.ndarray:
+        it = self.interpreter
+        for detail, value in zip(self.inputs, q, strict=True):
+            it.set_tensor(detail["index"], value)
         it.invoke()
-        return it.get_tensor(out)
+        return it.get_tensor(self.output["index"])
 
-    def _loop(self, q: np.ndarray) -> np.ndarray:
+    def _pieces(self, q: list[np.ndarray]) -> list[list[np.ndarray]]:
         step = self.model_shape[0]
-        return np.concatenate([self._invoke(q[i : i + step]) for i in range(0, len(q), step)])
+        return [[np.ascontiguousarray(v[i : i + step]) for v in q]
+                for i in range(0, len(q[0]), step)]  # fmt: skip
 
-    def _choose_batch_mode(self, q: np.ndarray) -> str:
-        """Resize to len(q) if the resized graph gives the per-sample outputs, else loop."""
-        n, base = len(q), self.model_shape[0]
+    def _loop(self, q: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate([self._invoke(p) for p in self._pieces(q)])
+
+    def _choose_batch_mode(self, q: list[np.ndarray]) -> str:
+        """Resize to the batch if the resized graph gives the per-sample outputs, else loop."""
+        n, base = len(q[0]), self.model_shape[0]
         if n in self.batch_mode:
             return self.batch_mode[n]
         reference = None
@@ -186,40 +204,42 @@ class LitertSession(Session):
         self.batch_mode[n], self.batch_notes[n] = mode, note
         return mode
 
-    def _prepare(self, x: np.ndarray) -> tuple[np.ndarray, str]:
+    def _prepare(self, x: Inputs) -> tuple[list[np.ndarray], str]:
         q = self._to_model_input(x)
         mode = self._choose_batch_mode(q)
-        self._set_batch(len(q) if mode != "loop" else self.model_shape[0])
+        self._set_batch(len(q[0]) if mode != "loop" else self.model_shape[0])
         return q, mode
 
     # ---- Session ------------------------------------------------------------------------------
-    def runner(self, x: np.ndarray) -> Callable[[], Any]:
+    def runner(self, x: Inputs) -> Callable[[], Any]:
         q, mode = self._prepare(x)
-        self.timed_batch = len(q)
-        it, inp, out = self.interpreter, self.input["index"], self.output["index"]
+        self.timed_batch = len(q[0])
+        it, out = self.interpreter, self.output["index"]
         set_tensor, invoke, get_tensor = it.set_tensor, it.invoke, it.get_tensor
-        if mode != "loop":
+        indices = [d["index"] for d in self.inputs]
+        pieces = [q] if mode != "loop" else self._pieces(q)
+        if len(pieces) == 1 and len(indices) == 1:
+            inp, value = indices[0], pieces[0][0]
 
             def run() -> Any:
-                set_tensor(inp, q)
+                set_tensor(inp, value)
                 invoke()
                 return get_tensor(out)
 
             return run
-        step = self.model_shape[0]
-        pieces = [np.ascontiguousarray(q[i : i + step]) for i in range(0, len(q), step)]
 
-        def run_loop() -> Any:
+        def run_all() -> Any:
             outs = []
-            for p in pieces:
-                set_tensor(inp, p)
+            for piece in pieces:
+                for index, value in zip(indices, piece, strict=True):
+                    set_tensor(index, value)
                 invoke()
                 outs.append(get_tensor(out))
             return outs
 
-        return run_loop
+        return run_all
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
+    def predict(self, x: Inputs) -> np.ndarray:
         before = self.batch
         q, mode = self._prepare(x)
         y = self._loop(q) if mode == "loop" else self._invoke(q)

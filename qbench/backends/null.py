@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import Field
 
 from qbench.backends.base import Backend, Session
+from qbench.inputs import Inputs
 from qbench.params import Params
 from qbench.plugins import backends
 
@@ -62,7 +63,7 @@ class NullSession(Session):
         self.params = params
         self.factor = slowdown_factor()
 
-    def runner(self, x: np.ndarray) -> Callable[[], Any]:
+    def runner(self, x: Inputs) -> Callable[[], Any]:
         p = self.params
         base_s = p.sleep_ms * self.factor / 1000.0
         jitter_s = p.jitter_ms * self.factor / 1000.0
@@ -82,7 +83,7 @@ class NullSession(Session):
 
         return spin
 
-    def predict(self, x: np.ndarray) -> None:
+    def predict(self, x: Inputs) -> None:
         """No outputs: accuracy and fidelity columns stay empty (the measure stage says why)."""
         return None
 

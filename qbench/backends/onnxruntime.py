@@ -11,7 +11,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from qbench.backends.base import Backend, Session
+from qbench.backends.base import Backend, Session, feed_by_name
+from qbench.inputs import Inputs
 from qbench.params import Params
 from qbench.plugins import backends
 
@@ -75,7 +76,7 @@ class OrtSession(Session):
     def __init__(self, path: Path, threads: int, params: OrtParams) -> None:
         self.path, self.threads, self.params = path, threads, params
         self.session = self._create(None)
-        self.input_name = self.session.get_inputs()[0].name
+        self.input_names = [i.name for i in self.session.get_inputs()]
 
     def _create(self, optimized_path: str | None) -> Any:
         import onnxruntime as ort
@@ -93,12 +94,13 @@ class OrtSession(Session):
             options.optimized_model_filepath = optimized_path
         return ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
 
-    def runner(self, x: np.ndarray) -> Callable[[], Any]:
-        run, feed = self.session.run, {self.input_name: x}
+    def runner(self, x: Inputs) -> Callable[[], Any]:
+        run, feed = self.session.run, feed_by_name(self.input_names, x)
         return lambda: run(None, feed)
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.session.run(None, {self.input_name: x})[0], dtype=np.float32)
+    def predict(self, x: Inputs) -> np.ndarray:
+        feed = feed_by_name(self.input_names, x)
+        return np.asarray(self.session.run(None, feed)[0], dtype=np.float32)
 
     def inspect(self) -> dict[str, Any]:
         """Count what runs quantized in the graph ORT really executes (after its fusions)."""

@@ -23,9 +23,10 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from qbench.backends.base import Backend, Session
+from qbench.backends.base import Backend, Session, feed_by_name
 from qbench.backends.onnxruntime import count_compute_nodes
 from qbench.cache import cache_root
+from qbench.inputs import Inputs
 from qbench.measure.gpu import memory_notes, no_gpu_reason
 from qbench.params import Params
 from qbench.plugins import backends
@@ -141,18 +142,23 @@ class OrtGpuSession(Session):
                 f"ONNX Runtime did not create {wanted} (session providers: "
                 f"{', '.join(self.session.get_providers())})"
             )
-        inp = self.session.get_inputs()[0]
-        self.input_name = inp.name
-        self.input_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        # an fp16 graph takes float16 inputs: float data is cast to it, integers kept
+        self.fp16 = {i.name for i in self.session.get_inputs() if i.type == "tensor(float16)"}
         self.output_names = [o.name for o in self.session.get_outputs()]
 
-    def runner(self, x: np.ndarray) -> Callable[[], Any]:
+    def _feed(self, x: Inputs) -> dict[str, np.ndarray]:
+        feed = feed_by_name(self.input_names, x)
+        return {k: np.ascontiguousarray(v, dtype=np.float16) if k in self.fp16 else
+                np.ascontiguousarray(v) for k, v in feed.items()}  # fmt: skip
+
+    def runner(self, x: Inputs) -> Callable[[], Any]:
         ort, device = self.ort, self.params.device_id
         binding = self.session.io_binding()
-        x_gpu = ort.OrtValue.ortvalue_from_numpy(
-            np.ascontiguousarray(x, dtype=self.input_dtype), "cuda", device
-        )
-        binding.bind_ortvalue_input(self.input_name, x_gpu)
+        x_gpu = []
+        for name, value in self._feed(x).items():
+            x_gpu.append(ort.OrtValue.ortvalue_from_numpy(value, "cuda", device))
+            binding.bind_ortvalue_input(name, x_gpu[-1])
         for name in self.output_names:
             binding.bind_output(name, "cuda", device)
         run = self.session.run_with_iobinding
@@ -160,7 +166,7 @@ class OrtGpuSession(Session):
         for name, value in zip(self.output_names, binding.get_outputs(), strict=True):
             binding.bind_ortvalue_output(name, value)
         sync = binding.synchronize_outputs
-        keep = (x_gpu,)  # the input OrtValue must outlive the binding
+        keep = tuple(x_gpu)  # the input OrtValues must outlive the binding
 
         def timed() -> Any:
             run(binding)
@@ -169,9 +175,8 @@ class OrtGpuSession(Session):
 
         return timed
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        feed = {self.input_name: np.ascontiguousarray(x, dtype=self.input_dtype)}
-        return np.asarray(self.session.run(None, feed)[0], dtype=np.float32)
+    def predict(self, x: Inputs) -> np.ndarray:
+        return np.asarray(self.session.run(None, self._feed(x))[0], dtype=np.float32)
 
     def inspect(self) -> dict[str, Any]:
         per_ep, gpu_ops = placement(self.session.get_provider_graph_assignment_info())

@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from qbench.backends.base import Backend, Session
+from qbench.backends.base import Backend, Session, first_output, torch_args
 from qbench.backends.torch_eager import TorchEagerBackend, TorchParams, count_torch_compute
+from qbench.inputs import Inputs
 from qbench.measure.gpu import memory_notes, no_gpu_reason
 from qbench.params import Params
 from qbench.plugins import backends
@@ -85,27 +86,25 @@ class TorchCudaSession(Session):
             module = module.to(memory_format=torch.channels_last)
         self.module = module
 
-    def _tensor(self, x: np.ndarray) -> Any:
-        torch = self.torch
-        t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device, self.dtype)
-        return t.contiguous(memory_format=torch.channels_last) if self.params.channels_last else t
+    def _args(self, x: Inputs) -> list[Any]:
+        return torch_args(x, self.dtype, self.params.channels_last, self.device)
 
-    def runner(self, x: np.ndarray) -> Callable[[], Any]:
+    def runner(self, x: Inputs) -> Callable[[], Any]:
         # Parameters need no grad and the input has none: forward builds no autograd graph,
         # so no inference_mode context is entered inside the timed call.
-        module, tensor = self.module, self._tensor(x)
+        module, args = self.module, self._args(x)
         sync, device = self.torch.cuda.synchronize, self.device
 
         def run() -> Any:
-            out = module(tensor)
+            out = module(*args)
             sync(device)
             return out
 
         return run
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
+    def predict(self, x: Inputs) -> np.ndarray:
         with self.torch.inference_mode():
-            return self.module(self._tensor(x)).float().cpu().numpy()
+            return first_output(self.module(*self._args(x))).float().cpu().numpy()
 
     def inspect(self) -> dict[str, Any]:
         torch = self.torch

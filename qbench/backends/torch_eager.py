@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from qbench.backends.base import Backend, Session
+from qbench.backends.base import Backend, Session, first_output, torch_args
+from qbench.inputs import Inputs, InputSpec
 from qbench.params import Params
 from qbench.plugins import backends, methods, models
 
@@ -52,32 +53,41 @@ class TorchSession(Session):
         self.dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()),
                           torch.float32)  # fmt: skip
 
-    def _tensor(self, x: np.ndarray) -> Any:
+    def runner(self, x: Inputs) -> Callable[[], Any]:
         import torch
 
-        t = torch.from_numpy(np.ascontiguousarray(x)).to(self.dtype)
-        return t.contiguous(memory_format=torch.channels_last) if self.channels_last else t
-
-    def runner(self, x: np.ndarray) -> Callable[[], Any]:
-        import torch
-
-        module, tensor = self.module, self._tensor(x)
+        module, args = self.module, torch_args(x, self.dtype, self.channels_last)
 
         def run() -> Any:
             with torch.inference_mode():
-                return module(tensor)
+                return module(*args)
 
         return run
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
+    def predict(self, x: Inputs) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
-            return self.module(self._tensor(x)).float().numpy()
+            out = first_output(self.module(*torch_args(x, self.dtype, self.channels_last)))
+            return out.float().numpy()
 
     def inspect(self) -> dict[str, Any]:
         quantized, compute = count_torch_compute(self.module)
         return {"quantized_nodes": quantized, "compute_nodes": compute}
+
+
+def example_args(saved: dict[str, Any]) -> Any:
+    """A batch-1 example of a saved torch artifact's inputs (what rebuild_torch traces): one
+    tensor for a one-input model, a tuple for several."""
+    import torch
+
+    specs = [InputSpec.from_json(s) for s in saved.get("inputs") or []]
+    if not specs:
+        return torch.zeros((1, *saved["input_shape"]))
+    tensors = tuple(
+        torch.zeros((1, *(d or 1 for d in s.shape)), dtype=getattr(torch, s.dtype)) for s in specs
+    )
+    return tensors[0] if len(tensors) == 1 else tensors
 
 
 @backends.register
@@ -102,8 +112,8 @@ class TorchEagerBackend(Backend):
         source = models.get(saved["model"])()
         module = source.architecture(source.Params(**saved["model_params"]))
         method = methods.get(saved["method"])()
-        example = torch.zeros((1, *saved["input_shape"]))
-        module = method.rebuild_torch(module, example, method.Params(**saved["method_params"]))
+        module = method.rebuild_torch(module, example_args(saved),
+                                      method.Params(**saved["method_params"]))  # fmt: skip
         module.load_state_dict(saved["state_dict"])
         module.eval()
         quantized = any(_is_quantized_compute(m) for m in module.modules())

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from qbench.inputs import DEFAULT_FIELD, Inputs, InputSpec
 from qbench.params import NoParams, Params
 
 Split = Literal["train", "calib", "eval"]
 
 
 class Dataset:
-    """A source of preprocessed float32 inputs in NCHW layout.
+    """A source of preprocessed inputs: one float32 array (NCHW for images; its field is called
+    `input`), or named arrays for models of several inputs.
 
     `eval` is what accuracy and fidelity are measured on; `calib` feeds calibration and must not
     overlap `eval`'s labelled samples; `train` is for methods that train or fine-tune.
+
+    An instance holds its typed parameters and, for datasets that shape their inputs after the
+    model (synthetic), the model's declared inputs.
     """
 
     name: ClassVar[str]
@@ -25,11 +31,41 @@ class Dataset:
     # The train split has labels (quantization-aware training); None: as `labelled`.
     train_labelled: ClassVar[bool | None] = None
     num_classes: ClassVar[int | None] = None
-    input_shape: ClassVar[tuple[int, int, int]]
+    input_shape: ClassVar[tuple[int, ...]]
+    # Outputs on these inputs say something about the model (False: random inputs, latency
+    # only; fidelity to fp32 is then left empty with the reason).
+    measures_fidelity: ClassVar[bool] = True
+
+    def __init__(
+        self, params: Params | None = None, model_inputs: Sequence[InputSpec] | None = None
+    ) -> None:
+        self.params = params if params is not None else self.Params()
+        self.model_inputs = list(model_inputs) if model_inputs is not None else None
+
+    def fields(self) -> list[InputSpec]:
+        """The named inputs each sample has, cheaply (the planner matches them with the
+        model's inputs before anything runs)."""
+        return [InputSpec(DEFAULT_FIELD, tuple(self.input_shape), "float32")]
+
+    def fingerprint(self) -> Any:
+        """What identifies the files the inputs are read from (names, sizes, times), for the
+        input cache's key: an edited folder is read again. None: the data ships with a
+        package."""
+        return None
+
+    def check(self) -> None:
+        """Plan-time checks of what the parameters name (folders, files): raise
+        CheckError(field, why)."""
+
+    @property
+    def label(self) -> str:
+        """What rows call these inputs (accuracy_dataset): accuracy is compared only between
+        rows measured on the same inputs."""
+        return self.name
 
     def load(
         self, split: Split, n: int | None, seed: int = 0
-    ) -> tuple[np.ndarray, np.ndarray | None]:
+    ) -> tuple[np.ndarray | Inputs, np.ndarray | None]:
         raise NotImplementedError
 
     def groups(self, split: Split, n: int | None, seed: int = 0) -> np.ndarray | None:
@@ -38,10 +74,28 @@ class Dataset:
         input is an independent draw."""
         return None
 
-    @classmethod
-    def has_train_labels(cls) -> bool:
-        return cls.labelled if cls.train_labelled is None else cls.train_labelled
+    def has_train_labels(self) -> bool:
+        return self.labelled if self.train_labelled is None else self.train_labelled
 
     @property
     def label_note(self) -> str:
-        return "" if self.labelled else f"dataset {self.name} has no labels: top-1 not measured"
+        return "" if self.labelled else f"dataset {self.label} has no labels: top-1 not measured"
+
+
+def dataset_ref(value: Any) -> tuple[str, dict[str, Any]]:
+    """(name, params) of a dataset given as a name or as {name, params[, label]}."""
+    if isinstance(value, str):
+        return value, {}
+    if hasattr(value, "model_dump"):
+        value = value.model_dump()
+    return value["name"], dict(value.get("params") or {})
+
+
+def open_dataset(value: Any, model_inputs: Sequence[InputSpec] | None = None) -> Dataset:
+    """The dataset named by `value` (a name or {name, params}) with typed parameters;
+    RegistryError for an unknown name, pydantic's ValidationError for bad parameters."""
+    from qbench.plugins import load_all
+
+    name, params = dataset_ref(value)
+    cls = load_all().datasets.get(name)
+    return cls(cls.Params(**params), model_inputs)

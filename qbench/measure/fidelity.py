@@ -17,8 +17,33 @@ import math
 import numpy as np
 
 
+def per_sample(outputs: np.ndarray) -> np.ndarray:
+    """Outputs as one row per sample: [N, C, 1, 1] (DenseNet, SqueezeNet) -> [N, C]."""
+    return outputs.reshape(len(outputs), -1)
+
+
+def top1(outputs: np.ndarray) -> np.ndarray:
+    """Each sample's top-1 class, or -1 where it has none: the top score is shared by two or
+    more classes (an int8 output clipped at its range's end, a constant output) or is not a
+    number. A tie picked by argmax's first index would count as a guess that happens to match."""
+    flat = per_sample(outputs)
+    if flat.shape[1] == 0:
+        return np.full(len(flat), -1)
+    index = flat.argmax(axis=1)
+    best = flat[np.arange(len(flat)), index]
+    tied = (flat == best[:, None]).sum(axis=1) > 1
+    return np.where(tied | ~np.isfinite(best), -1, index)
+
+
+def constant_outputs(outputs: np.ndarray) -> bool:
+    """Every sample gives the same output (placeholder weights, a dead network): agreement with
+    it says nothing about a quantized model."""
+    flat = per_sample(outputs)
+    return len(flat) > 1 and bool(np.all(flat == flat[:1]))
+
+
 def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
-    topk = np.argsort(-logits, axis=1)[:, :k]
+    topk = np.argsort(-per_sample(logits), axis=1)[:, :k]
     return float((topk == labels[:, None]).any(axis=1).mean())
 
 
@@ -92,22 +117,50 @@ def _with_interval(name: str, hits: np.ndarray, groups: np.ndarray | None) -> di
     return {name: p, f"{name}_ci_low": low, f"{name}_ci_high": high, "accuracy_groups": count}
 
 
-def fidelity(reference: np.ndarray, test: np.ndarray,
-             groups: np.ndarray | None = None) -> dict[str, float]:  # fmt: skip
+def fidelity(reference: np.ndarray, test: np.ndarray, groups: np.ndarray | None = None,
+             notes: list[str] | None = None) -> dict[str, float]:  # fmt: skip
     """fp32_agreement (with its 95% interval and the number of independent groups it counts,
     accuracy_groups), output cosine and SQNR of `test` against `reference`; `groups`: which
-    inputs were drawn together (Dataset.groups)."""
-    return {
-        **_with_interval("fp32_agreement", reference.argmax(1) == test.argmax(1), groups),
+    inputs were drawn together (Dataset.groups).
+
+    An input agrees where both have a top-1 class (no tie at the top) and it is the same. Inputs
+    where the reference itself has none are left out; a reference that is the same for every
+    input leaves agreement empty. Why is appended to `notes`."""
+    notes = notes if notes is not None else []
+    out: dict[str, float] = {
         "output_cosine": mean_cosine(reference, test),
         "output_sqnr_db": sqnr_db(reference, test),
     }
+    ref_top, test_top = top1(reference), top1(test)
+    defined = ref_top >= 0
+    if constant_outputs(reference):
+        notes.append(
+            "fp32_agreement empty: the fp32 reference gives the same output for every "
+            "input (placeholder or dead weights?), so agreeing with it says nothing"
+        )
+    elif not defined.any():
+        notes.append("fp32_agreement empty: the fp32 reference's top score is tied on every input")
+    else:
+        if not defined.all():
+            notes.append(
+                f"fp32_agreement leaves out {int((~defined).sum())} of {len(defined)} "
+                "inputs: the fp32 reference's top score is tied there"
+            )
+        tied = int((test_top[defined] < 0).sum())
+        if tied:
+            notes.append(
+                f"{tied} input(s) with a tie at the top of the output count as disagreeing"
+            )
+        kept = None if groups is None else np.asarray(groups)[defined]
+        out.update(_with_interval("fp32_agreement", (test_top == ref_top)[defined], kept))
+    return out
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray,
              groups: np.ndarray | None = None) -> dict[str, float]:  # fmt: skip
-    """top1 (with its 95% interval and accuracy_groups) and, with more than 5 classes, top5."""
-    out = _with_interval("top1", np.argmax(logits, axis=1) == labels, groups)
-    if logits.shape[1] > 5:
+    """top1 (with its 95% interval and accuracy_groups) and, with more than 5 classes, top5.
+    A tie at the top of an output is no prediction: it counts as wrong."""
+    out = _with_interval("top1", top1(logits) == labels, groups)
+    if per_sample(logits).shape[1] > 5:
         out["top5"] = topk_accuracy(logits, labels, 5)
     return out

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from qbench.inputs import Inputs, InputSpec
 from qbench.models.base import LoadedModel, ModelSource
 from qbench.params import NoParams, Params
 
@@ -20,11 +21,39 @@ class MakeContext:
     source: ModelSource
     model_params: Params
     model: LoadedModel
-    input_shape: tuple[int, ...]  # one sample, CHW
-    calib: np.ndarray | None  # calibration inputs (NCHW float32)
+    input_shape: tuple[int, ...]  # one sample of the first input, e.g. CHW
+    # calibration inputs of a one-input model (NCHW float32 for images); None for a model of
+    # several inputs: see calib_inputs
+    calib: np.ndarray | None
     fp32_onnx: Any  # callable () -> Path: the cached fp32 ONNX export of this model
     # callable () -> Path: the cached fp32 LiteRT (.tflite) conversion (torch-format models)
+    # or the user's own float .tflite
     fp32_tflite: Any = None
+    inputs: list[InputSpec] | None = None  # the model's inputs (None: one, input_shape)
+    calib_inputs: Inputs | None = None  # calibration inputs by model input name
+
+    @property
+    def input_specs(self) -> list[InputSpec]:
+        from qbench.methods.export import INPUT_NAME
+
+        return self.inputs or [InputSpec(INPUT_NAME, tuple(self.input_shape))]
+
+    @property
+    def calibration(self) -> Inputs:
+        """Calibration inputs by model input name (every model)."""
+        if self.calib_inputs is not None:
+            return self.calib_inputs
+        if self.calib is None:
+            raise ValueError(f"model {self.model_name}: no calibration inputs in this context")
+        return {self.input_specs[0].name: self.calib}
+
+    def one_input(self, what: str) -> np.ndarray:
+        """The calibration array of a one-input model; a clear error for a model of several."""
+        if self.calib is None:
+            names = ", ".join(s.name for s in self.input_specs)
+            raise ValueError(f"{what} calibrates models of one input; model {self.model_name} "
+                             f"takes {names}")  # fmt: skip
+        return self.calib
 
 
 class Method:
@@ -49,16 +78,28 @@ class Method:
         """Typed row columns for these parameters (bits_w, bits_a, granularity, ...)."""
         return {}
 
+    # False only for methods that run a model file as it is (`original`).
+    needs_float_model: ClassVar[bool] = True
+
     def unsupported(self, fmt: str, params: Params, source: ModelSource) -> str | None:
         """Why this method cannot build `fmt` for this model with these params, or None.
-        Subclasses that add reasons call this first."""
+        Subclasses that add reasons call this first. `source` may be bound to its parameters
+        (source.params): then the file itself is asked whether it is already quantized."""
         if fmt == "torch" and source.format != "torch":
-            return f"model {source.name} is an ONNX file; it has no torch module"
-        if fmt == "tflite" and source.format != "torch":
+            return f"model {source.name} is {_format_name(source)}; it has no torch module"
+        if fmt == "tflite" and source.format == "onnx":
             return (
                 f"model {source.name} is an ONNX file; LiteRT artifacts are converted from "
                 "torch modules"
             )
+        if fmt == "onnx" and source.format == "tflite":
+            return (f"model {source.name} is a .tflite file; ONNX artifacts come from torch "
+                    "modules and ONNX files")  # fmt: skip
+        params_of = getattr(source, "params", None)
+        quantized = source.quantized(params_of) if params_of is not None else None
+        if quantized and self.needs_float_model:
+            return (f"model {source.name} is already quantized ({quantized}); {self.name} "
+                    "needs a float model (method `original` runs the file as it is)")  # fmt: skip
         return None
 
     def make(self, fmt: str, params: Params, ctx: MakeContext, out: Path) -> dict[str, Any]:
@@ -70,6 +111,12 @@ class Method:
         """Turn a freshly built fp32 module into this method's structure so a saved state dict
         of format 'torch' loads into it. fp32 methods return the module unchanged."""
         return module
+
+
+def _format_name(source: Any) -> str:
+    from qbench.models.base import FORMAT_NAMES
+
+    return FORMAT_NAMES.get(source.format, f"a {source.format} model")
 
 
 def fp32_tflite(ctx: MakeContext) -> Path:
@@ -84,11 +131,14 @@ def fp32_tflite(ctx: MakeContext) -> Path:
 
 def packed_bytes(ctx: MakeContext, weight_bits: Any) -> int:
     """Theoretical packed size of this model with `weight_bits(name, weight)` per layer."""
-    from qbench.methods.packing import packed_bytes_onnx, packed_bytes_torch
+    from qbench.methods.packing import packed_bytes_onnx, packed_bytes_tflite, packed_bytes_torch
 
     if ctx.model.module is not None:
         return packed_bytes_torch(ctx.model.module, weight_bits)
-    return packed_bytes_onnx(ctx.model.onnx_path, weight_bits)
+    if ctx.model.tflite_path is not None:
+        return packed_bytes_tflite(ctx.model.tflite_path, weight_bits)
+    # the normalised graph: weights a file computes (ConstantOfShape) are folded there
+    return packed_bytes_onnx(ctx.fp32_onnx(), weight_bits)
 
 
 def save_torch_artifact(
@@ -104,6 +154,7 @@ def save_torch_artifact(
             "method": method,
             "method_params": params.model_dump(),
             "input_shape": list(ctx.input_shape),
+            "inputs": [spec.to_json() for spec in ctx.input_specs],
             "state_dict": state_dict,
         },
         path,

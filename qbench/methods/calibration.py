@@ -87,16 +87,19 @@ class CalibrationSettings:
 
 
 class ArrayReader:
-    """Feeds inputs to ORT one sample at a time (the CalibrationDataReader protocol)."""
+    """Feeds inputs to ORT one sample at a time (the CalibrationDataReader protocol): one
+    array for the input `input_name`, or named arrays (every input of the graph)."""
 
-    def __init__(self, inputs: np.ndarray, input_name: str) -> None:
-        self._inputs, self._name, self._next = inputs, input_name, 0
+    def __init__(self, inputs: np.ndarray | dict[str, np.ndarray], input_name: str = "") -> None:
+        self._inputs = inputs if isinstance(inputs, dict) else {input_name: inputs}
+        self._count = len(next(iter(self._inputs.values())))
+        self._next = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._next >= len(self._inputs):
+        if self._next >= self._count:
             return None
         self._next += 1
-        return {self._name: self._inputs[self._next - 1 : self._next]}
+        return {k: v[self._next - 1 : self._next] for k, v in self._inputs.items()}
 
     def rewind(self) -> None:
         self._next = 0
@@ -133,7 +136,10 @@ class Calibration:
 
 
 def calibrate(
-    model: Path, inputs: np.ndarray, input_name: str, settings: CalibrationSettings
+    model: Path,
+    inputs: np.ndarray | dict[str, np.ndarray],
+    input_name: str,
+    settings: CalibrationSettings,
 ) -> Calibration:
     """Run the fp32 model on `inputs` and choose each activation tensor's range.
 

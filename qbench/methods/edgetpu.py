@@ -38,6 +38,12 @@ NO_COMPILER = (
 COMPILE_TIMEOUT_S = 600
 
 
+def _given_quantized(source: Any) -> bool:
+    """The model is a .tflite file of the user's that is already quantized."""
+    params = getattr(source, "params", None)
+    return source.format == "tflite" and params is not None and bool(source.quantized(params))
+
+
 class EdgeTpuParams(Params):
     min_runtime_version: int | None = Field(
         default=None,
@@ -185,13 +191,15 @@ class EdgeTpu(Method):
 
     def unsupported(self, fmt: str, params: Params, source: Any) -> str | None:
         assert isinstance(params, EdgeTpuParams)
-        if source.format != "torch":
+        if source.format == "onnx":
             return (
                 f"model {source.name} is an ONNX file; the full-integer .tflite is exported "
-                "from its torch module (litert-torch)"
+                "from its torch module (litert-torch) or given as a .tflite file"
             )
         if shutil.which(COMPILER) is None:
             return NO_COMPILER
+        if _given_quantized(source):
+            return None  # an int8 .tflite of the user's is compiled as it is
         static = _static_int8()
         if "tflite" not in static.produces:
             return "static_int8 builds no tflite artifact in this qbench (needed as input)"
@@ -201,14 +209,22 @@ class EdgeTpu(Method):
         return None
 
     def make(self, fmt: str, params: Params, ctx: MakeContext, out: Path) -> dict[str, Any]:
-        assert isinstance(params, EdgeTpuParams) and ctx.calib is not None
+        assert isinstance(params, EdgeTpuParams)
         compiler = shutil.which(COMPILER)
         if compiler is None:
             raise EdgeTpuCompileError(NO_COMPILER)
         static = _static_int8()
         with tempfile.TemporaryDirectory(prefix="qbench-edgetpu-") as tmp:
             model = Path(tmp) / "model.tflite"
-            static_meta = static.make("tflite", _static_params(static, params), ctx, model) or {}
+            if _given_quantized(ctx.source):  # the user's int8 file, compiled as it is
+                shutil.copyfile(ctx.model.tflite_path, model)
+                from qbench.methods.packing import packed_bytes_tflite
+
+                static_meta = {"artifact_notes": ["compiled the .tflite file as given"],
+                               "packed_bytes": packed_bytes_tflite(model, None)}  # fmt: skip
+            else:
+                static_meta = static.make("tflite", _static_params(static, params), ctx,
+                                          model) or {}  # fmt: skip
             compiled, report = compile_for_edgetpu(compiler, model, Path(tmp) / "out", params)
             shutil.copyfile(compiled, out)
         notes = [report.summary()]

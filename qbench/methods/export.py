@@ -11,33 +11,46 @@ from pathlib import Path
 from typing import Any
 
 from qbench.cache import cached_file
+from qbench.inputs import InputSpec
 
 OPSET = 20
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
 
-def export_onnx(module: Any, input_shape: tuple[int, ...], out: Path) -> None:
+def _specs(inputs: Any) -> list[InputSpec]:
+    """Input specs from a list of them, or from one sample shape (a one-input model)."""
+    if inputs and isinstance(inputs[0], InputSpec):
+        return list(inputs)
+    return [InputSpec(INPUT_NAME, tuple(inputs))]
+
+
+def export_onnx(module: Any, inputs: Any, out: Path) -> None:
     """Export with a dynamic batch axis, weights inside the file, then ORT's pre-processing
-    (shape inference and BatchNorm folding) that quantize_static expects."""
+    (shape inference and BatchNorm folding) that quantize_static expects. `inputs`: the
+    module's InputSpecs (its call order), or one sample shape of a one-input module."""
     import torch
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    example = torch.zeros((2, *input_shape))
+    specs = _specs(inputs)
+    example = tuple(
+        torch.zeros((2, *(d or 1 for d in s.shape)), dtype=getattr(torch, s.dtype)) for s in specs
+    )
+    batch = torch.export.Dim("batch", min=1, max=4096)
     raw = out.with_name(out.stem + ".raw.onnx")
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module.eval(),
-            (example,),
+            example,
             str(raw),
             dynamo=True,
             external_data=False,
-            input_names=[INPUT_NAME],
+            input_names=[s.name for s in specs],
             output_names=[OUTPUT_NAME],
             opset_version=OPSET,
-            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
+            dynamic_shapes=tuple({0: batch} for _ in specs),
         )
     try:
         quant_pre_process(str(raw), str(out), skip_symbolic_shape=True)
@@ -45,22 +58,77 @@ def export_onnx(module: Any, input_shape: tuple[int, ...], out: Path) -> None:
         raw.unlink(missing_ok=True)
 
 
-def fp32_onnx(
-    model_sha: str, module: Any, input_shape: tuple[int, ...], onnx_path: Path | None = None
-) -> Path:
-    """Cached fp32 ONNX of a model (ONNX-file models are pre-processed the same way)."""
+# The lowest opset whose QuantizeLinear/DequantizeLinear take an `axis` (per-channel scales):
+# ORT's quantizer writes one for per-channel weights whatever the model's opset.
+MIN_QUANT_OPSET = 13
 
-    def build(tmp: Path) -> None:
-        if onnx_path is not None:
-            from onnxruntime.quantization.shape_inference import quant_pre_process
 
-            quant_pre_process(str(onnx_path), str(tmp), skip_symbolic_shape=True)
-            if not tmp.exists():
-                shutil.copyfile(onnx_path, tmp)
+def normalize_onnx(source: Path, out: Path) -> list[str]:
+    """A user's ONNX file made ready for ORT's quantizers, computing the same function; the
+    notes say what changed.
+
+    - Initializers listed as graph inputs (IR < 4 files) are dropped from the inputs, as ORT's
+      tools/remove_initializer_from_input.py does: a quantizer replaces the initializer and
+      would leave an input every artifact then demands as a feed.
+    - Opset below 13 is converted to 13 (onnx.version_converter), where per-channel
+      QuantizeLinear/DequantizeLinear exist.
+    - ORT's pre-processing: shape inference, and its basic optimisations, which fold constants:
+      weights a graph computes (ConstantOfShape, Constant) become initializers that the
+      quantizers see and the size counts.
+    """
+    import onnx
+    from onnx import version_converter
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    notes = []
+    model = onnx.load(str(source))
+    initializers = {i.name for i in model.graph.initializer}
+    kept = [i for i in model.graph.input if i.name not in initializers]
+    if len(kept) != len(model.graph.input):
+        dropped = len(model.graph.input) - len(kept)
+        del model.graph.input[:]
+        model.graph.input.extend(kept)
+        notes.append(f"{dropped} initializer(s) listed as graph inputs (IR {model.ir_version}) "
+                     "were dropped from the inputs")  # fmt: skip
+    # IR < 4 requires every initializer to be an input; the converter reads initializers only
+    # as inputs there
+    model.ir_version = max(model.ir_version, 7)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is not None and opset < MIN_QUANT_OPSET:
+        try:
+            model = version_converter.convert_version(model, MIN_QUANT_OPSET)
+        except Exception as exc:  # the converter lacks an adapter for one of its ops
+            notes.append(f"opset {opset} kept: onnx.version_converter failed "
+                         f"({type(exc).__name__}: {exc}); per-channel int8 needs opset "
+                         f"{MIN_QUANT_OPSET}")  # fmt: skip
         else:
-            export_onnx(module, input_shape, tmp)
+            notes.append(f"opset {opset} converted to {MIN_QUANT_OPSET} (onnx.version_converter)")
+    staged = out.with_name(out.stem + ".staged.onnx")
+    try:
+        onnx.save(model, str(staged))
+        try:
+            quant_pre_process(str(staged), str(out), skip_symbolic_shape=True)
+        except Exception as exc:  # shape inference or ORT's optimiser refused the graph
+            notes.append(f"ORT pre-processing skipped ({type(exc).__name__}: {exc})"[:300])
+        if not out.exists():
+            shutil.copyfile(staged, out)
+    finally:
+        staged.unlink(missing_ok=True)
+    return notes
 
-    path, _ = cached_file(
-        "onnx_fp32", {"model_sha": model_sha, "opset": OPSET, "v": 1}, ".onnx", build
-    )
+
+def fp32_onnx(model_sha: str, module: Any, inputs: Any, onnx_path: Path | None = None) -> Path:
+    """Cached fp32 ONNX of a model: a torch module exported, or an ONNX file normalised
+    (normalize_onnx: its notes are in the entry's metadata, read_meta(path)["notes"])."""
+
+    def build(tmp: Path) -> dict[str, Any] | None:
+        if onnx_path is not None:
+            return {"notes": normalize_onnx(onnx_path, tmp)}
+        export_onnx(module, inputs, tmp)
+        return None
+
+    key: dict[str, Any] = {"model_sha": model_sha, "opset": OPSET, "v": 2}
+    if onnx_path is None:
+        key["inputs"] = [s.to_json() for s in _specs(inputs)]
+    path, _ = cached_file("onnx_fp32", key, ".onnx", build)
     return path

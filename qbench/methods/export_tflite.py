@@ -69,29 +69,40 @@ def quiet() -> Iterator[None]:
                 sys.stderr.write(captured.read().decode(errors="replace")[-20000:])
 
 
-def convert_tflite(module: Any, input_shape: tuple[int, ...], out: Path) -> None:
-    """Convert `module` (fp32, eval mode) to a LiteRT flatbuffer at `out`, batch 1, NCHW."""
+def convert_tflite(module: Any, inputs: Any, out: Path) -> None:
+    """Convert `module` (fp32, eval mode) to a LiteRT flatbuffer at `out`, batch 1, NCHW.
+    `inputs`: the module's InputSpecs, or one sample shape of a one-input module."""
+    from qbench.methods.export import _specs
+
     with quiet():
         import litert_torch
         import torch
 
-        example = torch.zeros((BATCH, *input_shape), dtype=torch.float32)
-        edge = litert_torch.convert(module.eval(), (example,))
+        example = tuple(
+            torch.zeros((BATCH, *(d or 1 for d in s.shape)), dtype=getattr(torch, s.dtype))
+            for s in _specs(inputs)
+        )
+        edge = litert_torch.convert(module.eval(), example)
         edge.export(str(out))
 
 
-def fp32_tflite(model_sha: str, module: Any, input_shape: tuple[int, ...]) -> Path:
+def fp32_tflite(model_sha: str, module: Any, inputs: Any) -> Path:
     """Cached fp32 .tflite of a torch model (batch 1, NCHW input)."""
+    from qbench.methods.export import _specs
+
     if module is None:
         raise ValueError("LiteRT artifacts are converted from torch modules; this model has none")
-    key = {
+    specs = _specs(inputs)
+    key: dict[str, Any] = {
         "model_sha": model_sha,
-        "input_shape": list(input_shape),
+        "input_shape": list(specs[0].shape),
         "batch": BATCH,
         "litert_torch": package_version("litert-torch"),
         "v": 1,
     }
+    if len(specs) > 1 or specs[0].dtype != "float32":  # the key of one float input is as before
+        key["inputs"] = [s.to_json() for s in specs]
     path, _ = cached_file(
-        "tflite_fp32", key, ".tflite", lambda tmp: convert_tflite(module, input_shape, tmp)
+        "tflite_fp32", key, ".tflite", lambda tmp: convert_tflite(module, specs, tmp)
     )
     return path

@@ -34,7 +34,8 @@ class Fp32(Method):
             from qbench.methods._litert_quant import conversion_note
 
             shutil.copyfile(fp32_tflite(ctx), out)
-            meta["artifact_notes"] = [conversion_note()]
+            given = ctx.model.tflite_path is not None
+            meta["artifact_notes"] = ["the .tflite file as given" if given else conversion_note()]
         else:
             save_torch_artifact(out, ctx, self.name, params, ctx.model.module.state_dict())
         return meta

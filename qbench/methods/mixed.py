@@ -183,7 +183,7 @@ class Mixed(SimulatedWeightMethod):
 
     def make(self, fmt: str, params: Params, ctx: MakeContext, out: Path) -> dict[str, Any]:
         assert isinstance(params, MixedParams)
-        assignment, notes = self.assign(ctx.model.module, params, ctx.calib)
+        assignment, notes = self.assign(ctx.model.module, params, ctx.one_input("mixed"))
         resolved = params.model_copy(update={"layers": assignment, "auto": False})
         meta = super().make(fmt, resolved, ctx, out)
         meta["layer_bits_json"] = json.dumps(assignment, sort_keys=True)

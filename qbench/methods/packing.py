@@ -8,6 +8,8 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
+
 FLOAT_BITS = 32
 
 
@@ -48,20 +50,90 @@ def int8_weight_bits(bits: int, per_channel: bool) -> Callable[[str, Any], int]:
     return count
 
 
+def _onnx_constants(graph: Any) -> dict[str, Any]:
+    """name -> array of every constant tensor a graph holds: initializers, Constant nodes'
+    values and ConstantOfShape outputs whose shape is itself constant (weights a graph
+    computes: the ONNX Model Zoo's light graphs hold all their weights that way)."""
+    from onnx import numpy_helper
+
+    found = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    for node in graph.node:
+        attrs = {a.name: a for a in node.attribute}
+        if node.op_type == "Constant" and "value" in attrs and node.output:
+            found[node.output[0]] = numpy_helper.to_array(attrs["value"].t)
+        elif node.op_type == "ConstantOfShape" and node.input and node.input[0] in found:
+            shape = tuple(int(d) for d in found[node.input[0]].reshape(-1))
+            value = numpy_helper.to_array(attrs["value"].t) if "value" in attrs else None
+            dtype = value.dtype if value is not None else np.float32
+            # a view of one value: its size and shape count, not its memory
+            found[node.output[0]] = np.broadcast_to(np.zeros((), dtype), shape)
+    return found
+
+
 def packed_bytes_onnx(path: Any, weight_bits: Callable[[str, Any], int | None]) -> int:
     """The same count for an ONNX file: the weight inputs of Conv/Gemm/MatMul take
-    `weight_bits(name, array)` bits; other float initializers stay float32."""
+    `weight_bits(name, array)` bits; other float constants (initializers, Constant and
+    ConstantOfShape outputs) stay float32."""
     import onnx
-    from onnx import numpy_helper
 
     model = onnx.load(str(path))
     weights = {n.input[1] for n in model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")
                and len(n.input) > 1}  # fmt: skip
     total = 0
-    for init in model.graph.initializer:
-        array = numpy_helper.to_array(init)
-        bits = weight_bits(init.name, array) if init.name in weights else None
+    for name, array in _onnx_constants(model.graph).items():
+        bits = weight_bits(name, array) if name in weights else None
         if bits is None and array.dtype.kind == "f":
             bits = array.size * FLOAT_BITS
         total += bits or 0
+    return (total + 7) // 8
+
+
+def stored_bytes_onnx(path: Any) -> int:
+    """Bytes of every constant an ONNX file holds, at the types it stores them in (a model
+    quantized elsewhere keeps its int8 weights as int8)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    return int(sum(a.size * a.dtype.itemsize for a in _onnx_constants(model.graph).values()))
+
+
+class _Shaped:
+    """A weight known by its shape only (weight_bits counters read `.shape`)."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.shape = shape
+
+
+def packed_bytes_tflite(path: Any, weight_bits: Callable[[str, Any], int | None] | None) -> int:
+    """The same count for a .tflite file: constant weights of the compute ops take
+    `weight_bits(name, weight)` bits, other float constants float32. weight_bits None: every
+    constant at the size the file stores it in (a file quantized elsewhere)."""
+    from pathlib import Path
+
+    from ai_edge_litert import schema_py_generated as schema
+
+    from qbench.backends._tflite_graph import COMPUTE_OPS, WEIGHT_INPUT, read_tflite_graph
+
+    data = Path(path).read_bytes()
+    model = schema.Model.GetRootAsModel(data, 0)
+    sg = model.Subgraphs(0)
+    graph = read_tflite_graph(data)
+    weights = {op.inputs[WEIGHT_INPUT] for op in graph.ops
+               if op.name in COMPUTE_OPS and len(op.inputs) > WEIGHT_INPUT}  # fmt: skip
+    total = 0
+    for t in range(sg.TensorsLength()):
+        tensor = sg.Tensors(t)
+        stored = model.Buffers(tensor.Buffer()).DataLength() if tensor.Buffer() > 0 else 0
+        if stored == 0:
+            continue  # an activation, or a tensor without data
+        shape = tuple(int(d) for d in tensor.ShapeAsNumpy()) if tensor.ShapeLength() else ()
+        count = int(math.prod(shape))
+        if weight_bits is None:
+            total += stored * 8
+            continue
+        bits = weight_bits(graph.tensor_names[t], _Shaped(shape)) if t in weights else None
+        if bits is None:
+            is_float = graph.tensor_types[t].startswith("FLOAT")
+            bits = count * FLOAT_BITS if is_float else stored * 8
+        total += bits
     return (total + 7) // 8

@@ -57,9 +57,12 @@ class QatParams(Params):
 SMALL_MODEL_PARAMS = 1_000_000
 
 
-def _dataset_name(source: Any) -> str:
-    """The dataset of a model source, without its params (unsupported() gets none): the
-    default params' dataset where they build, else the source's class-level dataset."""
+def _dataset(source: Any) -> Any:
+    """The dataset of a model source: of its bound params where it has them, else of the
+    default params where they build, else the source's class-level dataset (a name or
+    {name, params})."""
+    if getattr(source, "params", None) is not None:
+        return source.dataset_for(source.params)
     try:
         return source.dataset_for(source.Params())
     except Exception:  # params with required fields
@@ -157,12 +160,19 @@ class Qat(Method):
         }
 
     def unsupported(self, fmt: str, params: Params, source: Any) -> str | None:
+        from qbench.datasets.base import dataset_ref, open_dataset
+
         if source.format != "torch":
-            return f"qat trains torch layers; model {source.name} is an ONNX file"
-        name = _dataset_name(source)
+            return f"qat trains torch layers; model {source.name} is {source.format_name}"
+        ref = _dataset(source)
+        name = dataset_ref(ref)[0]
         if name not in datasets:
             return f"qat needs labelled training data; dataset {name} is not registered"
-        if not datasets.get(name).has_train_labels():
+        try:
+            labelled = open_dataset(ref).has_train_labels()
+        except Exception as exc:  # the planner reports the dataset's own errors
+            return f"qat needs labelled training data; dataset {name}: {exc}"
+        if not labelled:
             return f"qat needs labelled training data; dataset {name} has none"
         return None
 
@@ -174,7 +184,7 @@ class Qat(Method):
         else:
             from qbench.methods.export import export_onnx
 
-            export_onnx(module, ctx.input_shape, out)
+            export_onnx(module, ctx.input_specs, out)
         return {
             "packed_bytes": packed_bytes_torch(module, int8_weight_bits(params.bits_w, True)),
             "artifact_notes": [note],
@@ -186,12 +196,16 @@ class Qat(Method):
         import torch
 
         from qbench.cache import cached_file, read_meta
+        from qbench.datasets.base import dataset_ref, open_dataset
+        from qbench.inputs import as_inputs, first
 
-        name = ctx.source.dataset_for(ctx.model_params)
+        ref = ctx.source.dataset_for(ctx.model_params)
+        name = dataset_ref(ref)[0]
 
         def build(tmp: Path) -> dict[str, Any]:
-            dataset = datasets.get(name)()
+            dataset = open_dataset(ref)
             x, y = dataset.load("train", None)
+            x = first(as_inputs(x))  # qat trains models of one input
             if not dataset.has_train_labels() or y is None:
                 raise ValueError(f"qat needs labelled training data; dataset {name} has none")
             module, loss = train_qat(ctx.model.module, x, y, params)
@@ -207,7 +221,7 @@ class Qat(Method):
             "model": ctx.model_name,
             "model_params": ctx.model_params.model_dump(),
             "model_sha": ctx.model.sha256,
-            "dataset": name,
+            "dataset": name if isinstance(ref, str) else dataset_ref(ref),
             "params": params.model_dump(),
             "version": self.version,
         }

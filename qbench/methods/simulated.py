@@ -61,7 +61,8 @@ class SimulatedWeightMethod(Method):
 
     def unsupported(self, fmt: str, params: Params, source: Any) -> str | None:
         if source.format != "torch":
-            return f"{self.name} quantizes torch layers; model {source.name} is an ONNX file"
+            return (f"{self.name} quantizes torch layers; model {source.name} is "
+                    f"{source.format_name}")  # fmt: skip
         return None
 
     def quantize_module(self, module: Any, params: Params) -> tuple[Any, dict[str, int]]:
@@ -100,7 +101,7 @@ class SimulatedWeightMethod(Method):
         else:
             from qbench.methods.export import export_onnx
 
-            export_onnx(module, ctx.input_shape, out)
+            export_onnx(module, ctx.input_specs, out)
         meta: dict[str, Any] = {
             "packed_bytes": packed_bytes_torch(module, lambda name, _: packed.get(name))
         }

@@ -234,6 +234,18 @@ def _relu6_ranges(prepared: Any) -> int:
     return changed
 
 
+def _graph_feed(model: Path, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Calibration inputs keyed by the ONNX graph's own input names (by position where an
+    export renamed them)."""
+    import onnx
+
+    from qbench.backends.base import feed_by_name
+
+    graph = onnx.load(str(model), load_external_data=False).graph
+    initializers = {i.name for i in graph.initializer}
+    return feed_by_name([i.name for i in graph.input if i.name not in initializers], inputs)
+
+
 @methods.register
 class StaticInt8(Method):
     name = "static_int8"
@@ -307,13 +319,14 @@ class StaticInt8(Method):
         assert isinstance(params, StaticInt8Params)
         if fmt == "tflite":
             return super().unsupported(fmt, params, source) or _tflite_unsupported(params)
+        reason = super().unsupported(fmt, params, source)
+        if reason:
+            return reason
         litert_only = _changed(params, _LITERT_ONLY)
         if litert_only:
             return (", ".join(litert_only) + " is built for LiteRT (tflite) only (passes on "
                     f"the .tflite flatbuffer); the {fmt} path takes the default")  # fmt: skip
         if fmt == "torch":
-            if source.format != "torch":
-                return f"model {source.name} is an ONNX file; it has no torch module"
             if _changed(params, ("output_range_scale",)):
                 return ("torch x86 engine path takes no output_range_scale: its outputs' 7-bit "
                         "grid in a quint8 tensor already leaves the range's width free above "
@@ -345,7 +358,7 @@ class StaticInt8(Method):
         return None
 
     def make(self, fmt: str, params: Params, ctx: MakeContext, out: Path) -> dict[str, Any]:
-        assert isinstance(params, StaticInt8Params) and ctx.calib is not None
+        assert isinstance(params, StaticInt8Params)
         meta: dict[str, Any] = {}
         if fmt == "onnx":
             meta["artifact_notes"] = self._make_onnx(params, ctx, out)
@@ -375,7 +388,6 @@ class StaticInt8(Method):
             widen_outputs,
             write_cache,
         )
-        from qbench.methods.export import INPUT_NAME
 
         settings = CalibrationSettings(
             calibrator=params.calibrator,
@@ -386,7 +398,8 @@ class StaticInt8(Method):
             symmetric=params.activation_symmetric,
         )
         model = ctx.fp32_onnx()
-        result = calibrate(model, ctx.calib, INPUT_NAME, settings)
+        # by the graph's own input names (an ONNX file's are its own: data_0, gpu_0/data_0)
+        result = calibrate(model, _graph_feed(model, ctx.calibration), "", settings)
         result = widen_outputs(result, onnx_output_names(model), params.output_range_scale)
         logging.getLogger("root").setLevel(logging.ERROR)
         notes = []
@@ -440,13 +453,16 @@ class StaticInt8(Method):
         import torch
         from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
+        from qbench.inputs import chunks, count, take
+
         torch.backends.quantized.engine = "x86"
-        example = (torch.as_tensor(ctx.calib[:1]),)
+        calib = ctx.calibration
+        example = tuple(torch.as_tensor(v) for v in take(calib, 0, 1).values())
         prepared = prepare_fx(ctx.model.module.eval(), _torch_qconfig_mapping(), example)
         _relu6_ranges(prepared)
         with torch.no_grad():
-            for start in range(0, len(ctx.calib), 16):
-                prepared(torch.as_tensor(ctx.calib[start : start + 16]))
+            for part in chunks(take(calib, 0, count(calib)), 16):
+                prepared(*(torch.as_tensor(v) for v in part.values()))
         quantized = convert_fx(prepared)
         save_torch_artifact(out, ctx, self.name, params, quantized.state_dict())
 
@@ -455,7 +471,8 @@ class StaticInt8(Method):
         from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
         torch.backends.quantized.engine = "x86"
-        prepared = prepare_fx(module.eval(), _torch_qconfig_mapping(), (example,))
+        example = example if isinstance(example, tuple) else (example,)
+        prepared = prepare_fx(module.eval(), _torch_qconfig_mapping(), example)
         _relu6_ranges(prepared)
         return convert_fx(prepared)
 
@@ -525,7 +542,7 @@ def _make_tflite(params: StaticInt8Params, ctx: MakeContext, out: Path) -> list[
     from qbench.methods._litert_quant import aeq_version, full_integer, io_note
     from qbench.methods.calibration import CalibrationSettings
 
-    assert ctx.calib is not None
+    calib = ctx.one_input("LiteRT's full-integer path")
     bits_a = _tflite_activation_bits(params)
     settings = None
     if params.calibrator != "minmax":
@@ -544,10 +561,10 @@ def _make_tflite(params: StaticInt8Params, ctx: MakeContext, out: Path) -> list[
             from qbench.methods._tflite_equalize import equalize
 
             target = Path(tmp) / "equalized.tflite"
-            equalized = equalize(fp32, target, ctx.calib, params.equalize_headroom,
+            equalized = equalize(fp32, target, calib, params.equalize_headroom,
                                  params.equalize_max_scale)  # fmt: skip
             fp32 = target  # calibration, quantization and GPTQ all start from it
-        found = full_integer(fp32, out, ctx.calib, activation_bits=bits_a, calibration=settings,
+        found = full_integer(fp32, out, calib, activation_bits=bits_a, calibration=settings,
                              gptq=params.rounding == "gptq",
                              output_range_scale=params.output_range_scale)  # fmt: skip
     recipe = "static_wi8_ai16" if bits_a == 16 else "static_wi8_ai8"
@@ -555,7 +572,7 @@ def _make_tflite(params: StaticInt8Params, ctx: MakeContext, out: Path) -> list[
     how = "min/max" if settings is None else params.calibrator
     notes = [
         f"LiteRT {kind} (ai-edge-quantizer {aeq_version()} {recipe}), {how} calibration on "
-        f"{len(ctx.calib)} inputs; {io_note(out)}"
+        f"{len(calib)} inputs; {io_note(out)}"
     ]
     if params.output_range_scale != 1:
         notes.append(_widened_note(params))
@@ -565,6 +582,6 @@ def _make_tflite(params: StaticInt8Params, ctx: MakeContext, out: Path) -> list[
         notes.append(f"LiteRT calibration {found['calibration']}")
     if "gptq_weights" in found:
         notes.append(f"GPTQ rounding of all {found['gptq_weights']} int8 weight tensors on "
-                     f"the quantizer's scales, Hessians from {len(ctx.calib)} calibration "
+                     f"the quantizer's scales, Hessians from {len(calib)} calibration "
                      "inputs")  # fmt: skip
     return notes

@@ -6,28 +6,74 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from qbench.inputs import InputSpec
 from qbench.params import NoParams, Params
 
 
 @dataclass
 class LoadedModel:
-    """An fp32 model ready to quantize: a torch module (eval mode) or an ONNX file."""
+    """An fp32 model ready to quantize: a torch module (eval mode), an ONNX or a .tflite file."""
 
     weights: str  # provenance of the weights, stored in every row
     sha256: str  # hash of the fp32 weights (or of the ONNX file)
     module: Any = None  # torch.nn.Module for torch-format models
     onnx_path: Path | None = None
+    tflite_path: Path | None = None
+
+
+# What each native format is called in reasons ("model m is an ONNX file; ...").
+FORMAT_NAMES = {"torch": "a torch module", "onnx": "an ONNX file", "tflite": "a .tflite file"}
 
 
 class ModelSource:
+    """Where a model comes from. An instance may be bound to its parameters (`bound`): the
+    planner and the agent hand such an instance to methods, whose `unsupported` can then ask
+    about the very file or module (its inputs, whether it is already quantized)."""
+
     name: ClassVar[str]
     description: ClassVar[str]
     Params: ClassVar[type[Params]] = NoParams
     dataset: ClassVar[str]  # the dataset whose inputs this model takes
-    format: ClassVar[str] = "torch"  # native format: "torch" or "onnx"
+    format: ClassVar[str] = "torch"  # native format: "torch", "onnx" or "tflite"
 
-    def dataset_for(self, params: Params) -> str:
+    def __init__(self, params: Params | None = None) -> None:
+        self.params = params
+
+    @classmethod
+    def bound(cls, raw: dict[str, Any]) -> ModelSource:
+        """An instance bound to its parameters, validated from `raw`."""
+        return cls(cls.Params(**raw))
+
+    @property
+    def format_name(self) -> str:
+        return FORMAT_NAMES.get(self.format, f"a {self.format} model")
+
+    def dataset_for(self, params: Params) -> Any:
+        """The dataset this model takes: a registered name, or {name, params}."""
         return self.dataset
+
+    def inputs(self, params: Params) -> list[InputSpec] | None:
+        """The model's declared inputs, or None where it takes its dataset's fields as they
+        come (the built-in models: their dataset is made for them)."""
+        return None
+
+    def check(self, params: Params) -> None:
+        """Plan-time checks of what `params` name (files, factories), cheap and before anything
+        runs: raise CheckError(field, why)."""
+
+    def default_label(self, params: Params) -> str:
+        """The model's name in cell ids and rows where the suite gives no label: a model given
+        by a file or a factory is named by it, so two of them never share cells."""
+        return self.name
+
+    def quantized(self, params: Params) -> str | None:
+        """Why this model is already quantized (a .tflite with int8 weights), or None: methods
+        that quantize need a float model."""
+        return None
+
+    def fixed_batch(self, params: Params) -> int | None:
+        """The batch size the model's graph is fixed to, or None (any batch)."""
+        return None
 
     def architecture(self, params: Params) -> Any:
         """A freshly built torch module with this model's structure (torch-format models)."""

@@ -124,7 +124,11 @@ def first_error(
 
 def load_suite(path: str | Path) -> tuple[Suite, SuiteSource]:
     """Parse and type-check a suite file. Member names and parameters are checked by the planner."""
-    source = SuiteSource(path)
+    return validate_suite(SuiteSource(path))
+
+
+def validate_suite(source: SuiteSource) -> tuple[Suite, SuiteSource]:
+    """Type-check an already parsed suite (a file, or one built from command-line flags)."""
     try:
         suite = Suite.model_validate(source.data)
     except ValidationError as exc:

@@ -64,8 +64,10 @@ class Measurement(Strict):
 
 
 class Accuracy(Strict):
-    dataset: str = Field(
-        default="auto", description="dataset for accuracy and fidelity; auto: the model's own"
+    dataset: MemberRef = Field(
+        default=MemberRef(name="auto"),
+        description="dataset for accuracy, fidelity and calibration of every model: a name or "
+        "{name, params} (see `qbench list datasets`); auto: each model's own",
     )
     samples: int = Field(default=500, ge=1, description="at most this many evaluation inputs")
 
