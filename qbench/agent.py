@@ -101,8 +101,9 @@ def _dataset(cell: Cell, source: Any) -> Dataset:
     return open_dataset(ref, source.inputs(source.params))
 
 
-def _reference(loaded: Any, source: Any, spec: list[InputSpec], eval_x: Inputs,
-               eval_path: Path) -> tuple[Path | None, str | None]:  # fmt: skip
+def _reference(
+    loaded: Any, source: Any, eval_x: Inputs, eval_path: Path
+) -> tuple[Path | None, str | None]:
     """The fp32 model's outputs (its first output) on the evaluation inputs, cached; (None, why)
     where there is no float model to compute them."""
     why = source.quantized(source.params)
@@ -112,35 +113,34 @@ def _reference(loaded: Any, source: Any, spec: list[InputSpec], eval_x: Inputs,
 
     def build(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
-            np.save(fh, reference_outputs(loaded, spec, eval_x).astype(np.float32))
+            outputs = reference_outputs(loaded, eval_x, source.fixed_batch(source.params) or 32)
+            np.save(fh, outputs.astype(np.float32))
 
     key = {"model_sha": loaded.sha256, "eval": eval_path.name, "v": 2}
     return cached_file("reference", key, ".npy", build)[0], None
 
 
-def reference_outputs(loaded: Any, spec: list[InputSpec], x: Inputs) -> np.ndarray:
+def reference_outputs(loaded: Any, x: Inputs, batch: int = 32) -> np.ndarray:
     """Output 0 of the unchanged fp32 model: the torch module, or the user's own ONNX / .tflite
     file run as it is, fed in batches its graph accepts (a fixed batch of 1 is the Model Zoo's
-    norm)."""
+    norm): `batch` samples per call, the last call padded."""
     n = count(x)
     if loaded.module is not None:
         import torch
 
+        from qbench.backends.base import first_output
+
         outs = []
         with torch.inference_mode():
-            for part in chunks(x, 32):
-                out = loaded.module(*(torch.as_tensor(v) for v in part.values()))
-                out = out[0] if isinstance(out, tuple | list) else out
+            for part in chunks(x, batch):
+                out = first_output(loaded.module(*(torch.as_tensor(v) for v in part.values())))
                 outs.append(out.float().numpy())
         return np.concatenate(outs)[:n]
     if loaded.onnx_path is not None:
         import onnxruntime as ort
 
-        from qbench.models.onnx_file import onnx_facts
-
         session = ort.InferenceSession(str(loaded.onnx_path), providers=["CPUExecutionProvider"])
-        size = onnx_facts(loaded.onnx_path)[1] or 32
-        outs = [np.asarray(session.run(None, part)[0]) for part in chunks(x, size)]
+        outs = [np.asarray(session.run(None, part)[0]) for part in chunks(x, batch)]
         return np.concatenate(outs)[:n]
     from qbench.backends.litert import LitertSession
 
@@ -176,7 +176,7 @@ def prepare(cell: Cell) -> dict[str, Any]:
 
         return convert(loaded.sha256, loaded.module, spec)
 
-    reference_path, reference_note = _reference(loaded, source, spec, eval_x, eval_path)
+    reference_path, reference_note = _reference(loaded, source, eval_x, eval_path)
 
     method = fam.methods.get(cell.method)()
     params = method.Params(**cell.method_params)

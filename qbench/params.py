@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args, get_origin
 
@@ -65,8 +66,12 @@ def describe_params(params_cls: type[BaseModel]) -> list[tuple[str, str, str, st
             type_name = "|".join(str(a) for a in get_args(annotation))
         else:
             type_name = getattr(annotation, "__name__", None) or str(annotation)
-            type_name = type_name.replace("typing.", "")
-        default = "required" if field.is_required() else repr(field.get_default())
+            type_name = re.sub(r"\b(?:[a-z_]\w*\.)+(\w)", r"\1", type_name)  # no module paths
+        value = None if field.is_required() else field.get_default()
+        if hasattr(value, "name") and hasattr(value, "params"):  # a member reference
+            type_name = "name | {name, params}"
+            value = value.name if not value.params else value.model_dump(exclude_none=True)
+        default = "required" if field.is_required() else repr(value)
         rows.append((name, type_name, default, field.description or ""))
     return rows
 

@@ -9,42 +9,22 @@ still is).
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
-from typing import Any, ClassVar
-
-from pydantic import Field
 
 from qbench.inputs import InputSpec
-from qbench.models.base import LoadedModel, ModelSource
-from qbench.models.onnx_file import auto_dataset, resolve_path
-from qbench.params import CheckError, Params, file_sha256
+from qbench.models._file import FileFacts, ModelFile, cached_facts
+from qbench.params import CheckError
 from qbench.plugins import models
-from qbench.suite.schema import MemberRef
 
 TFLITE_MAGIC = b"TFL3"  # the flatbuffer file identifier, bytes 4..8
-
-
-class TfliteFileParams(Params):
-    path: str = Field(
-        description="path to a .tflite file (relative paths: from the suite's folder)"
-    )
-    dataset: MemberRef = Field(
-        default=MemberRef(name="auto"),
-        description="dataset whose inputs it takes: a name or {name, params}; auto: "
-        "sample_photos for one float input of 3x224x224 (or 224x224x3), else synthetic",
-    )
-
-    path_fields: ClassVar[tuple[str, ...]] = ("path",)
-
 
 _NUMPY = {"FLOAT32": "float32", "FLOAT16": "float16", "INT8": "int8", "UINT8": "uint8",
           "INT16": "int16", "INT32": "int32", "INT64": "int64", "BOOL": "bool"}  # fmt: skip
 
 
-@lru_cache(maxsize=32)
-def _facts(path: str, mtime: float) -> tuple[tuple[InputSpec, ...], str | None]:
-    """(inputs as float where the model quantizes them itself, why it is quantized or None)."""
+def read_tflite_facts(path: str) -> FileFacts:
+    """The inputs (float where the model quantizes them itself: the session does it with the
+    tensor's scale), and why the file is already quantized."""
     data = Path(path).read_bytes()
     if data[4:8] != TFLITE_MAGIC:
         raise CheckError("path", f"{path}: not a .tflite model (no TFL3 identifier)")
@@ -60,8 +40,7 @@ def _facts(path: str, mtime: float) -> tuple[tuple[InputSpec, ...], str | None]:
     from qbench.backends._tflite_graph import read_tflite_graph
 
     names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-    model = schema.Model.GetRootAsModel(data, 0)
-    graph = model.Subgraphs(0)
+    graph = schema.Model.GetRootAsModel(data, 0).Subgraphs(0)
     specs = []
     for i in range(graph.InputsLength()):
         tensor = graph.Tensors(graph.Inputs(i))
@@ -76,56 +55,21 @@ def _facts(path: str, mtime: float) -> tuple[tuple[InputSpec, ...], str | None]:
     tflite = read_tflite_graph(data)
     quantized = len(tflite.quantized_compute_ops())
     dequantized = sum(op.name == "DEQUANTIZE" for op in tflite.ops)
-    compute = len(tflite.compute_ops())
     why = None
     if quantized:
-        why = f"{quantized} of {compute} compute ops have integer weights"
+        why = f"{quantized} of {len(tflite.compute_ops())} compute ops have integer weights"
     elif dequantized:
         why = f"{dequantized} DEQUANTIZE ops feed stored low-precision weights"
-    return tuple(specs), why
+    # LiteRT resizes or loops any batch (qbench.backends.litert): no fixed batch
+    return FileFacts(tuple(specs), None, why)
 
 
 @models.register
-class TfliteFileModel(ModelSource):
+class TfliteFileModel(ModelFile):
     name = "tflite_file"
     description = "a .tflite file (float or already quantized), run on LiteRT / EdgeTPU"
-    Params = TfliteFileParams
-    dataset = "sample_photos"
     format = "tflite"
-
-    def _path(self, params: Params) -> Path:
-        assert isinstance(params, TfliteFileParams)
-        return resolve_path(params.path, "path", (".tflite",), "a .tflite")
-
-    def _facts(self, params: Params) -> tuple[tuple[InputSpec, ...], str | None]:
-        path = self._path(params)
-        return _facts(str(path), path.stat().st_mtime)
-
-    def check(self, params: Params) -> None:
-        self._facts(params)
-
-    def inputs(self, params: Params) -> list[InputSpec]:
-        return list(self._facts(params)[0])
-
-    def quantized(self, params: Params) -> str | None:
-        return self._facts(params)[1]
-
-    def default_label(self, params: Params) -> str:
-        assert isinstance(params, TfliteFileParams)
-        return Path(params.path).stem
-
-    def dataset_for(self, params: Params) -> Any:
-        assert isinstance(params, TfliteFileParams)
-        if params.dataset.name != "auto":
-            return params.dataset
-        inputs = self.inputs(params)
-        if len(inputs) == 1 and len(inputs[0].shape) == 3 and inputs[0].shape[-1] == 3:
-            hwc = inputs[0]
-            inputs = [InputSpec(hwc.name, (hwc.shape[2], hwc.shape[0], hwc.shape[1]), hwc.dtype)]
-        return auto_dataset(inputs)
-
-    def load(self, params: Params) -> LoadedModel:
-        path = self._path(params)
-        return LoadedModel(
-            weights=f"tflite file {path.name}", sha256=file_sha256(str(path)), tflite_path=path
-        )
+    suffixes = (".tflite",)
+    kind = "a .tflite"
+    loaded_as = "tflite_path"
+    read_facts = staticmethod(cached_facts(read_tflite_facts))

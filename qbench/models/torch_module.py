@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from qbench.inputs import InputSpec
+from qbench.models._file import resolve_path
 from qbench.models.base import LoadedModel, ModelSource, state_dict_sha256
-from qbench.models.onnx_file import resolve_path
 from qbench.params import CheckError, Params, file_sha256, stable_hash
 from qbench.plugins import models
 from qbench.suite.schema import MemberRef
