@@ -491,3 +491,45 @@ def test_run_a_model_without_a_suite(own: Path, tmp_path: Path) -> None:
         "run", "--model", str(own / "zoo.onnx"), "--data", str(own / "images"),
         "--data-param", "crop=0", cwd=tmp_path))  # fmt: skip
     assert "qbench run: --data-param crop: " in err
+
+
+def test_edgetpu_compiles_a_given_int8_tflite_as_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user's already-quantized .tflite goes to edgetpu_compiler unchanged (no second
+    quantization). The compiler here is a stand-in that copies its input and prints a log
+    recorded from the real one: what this machine lacks is the compiler, not this path."""
+    pytest.importorskip("ai_edge_litert")
+    import sys
+
+    from qbench.methods.base import MakeContext
+    from qbench.methods.edgetpu import EdgeTpu, EdgeTpuParams
+    from qbench.plugins import load_all
+
+    _, int8 = own_models.small_tflite(tmp_path)
+    log = Path(__file__).parent / "data" / "edgetpu" / "partial_yolov3tiny_15.0.log"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    compiler = bin_dir / "edgetpu_compiler"
+    compiler.write_text(
+        f"#!{sys.executable}\n"
+        "import shutil, sys\nfrom pathlib import Path\n"
+        "args = sys.argv[1:]\nout, model = Path(args[args.index('-o') + 1]), Path(args[-1])\n"
+        "shutil.copyfile(model, out / (model.stem + '_edgetpu.tflite'))\n"
+        f"print(Path({str(log)!r}).read_text())\n"
+    )
+    compiler.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+    source = load_all().models.get("tflite_file").bound({"path": str(int8)})
+    method = EdgeTpu()
+    assert method.unsupported("edgetpu", EdgeTpuParams(), source) is None
+    static = load_all().methods.get("static_int8")()
+    assert "already quantized" in static.unsupported("tflite", static.Params(), source)
+    ctx = MakeContext(model_name="tflite_file", source=source, model_params=source.params,
+                      model=source.load(source.params), input_shape=(16, 16, 3), calib=None,
+                      fp32_onnx=None)  # fmt: skip
+    out = tmp_path / "compiled.tflite"
+    meta = method.make("edgetpu", EdgeTpuParams(), ctx, out)
+    assert out.read_bytes() == int8.read_bytes()  # the stand-in copies what it was given
+    assert "compiled the .tflite file as given" in meta["artifact_notes"]
+    assert meta["accelerator_nodes"] == 2 and meta["graph_nodes"] == 36
