@@ -7,6 +7,7 @@ import itertools
 import types
 import typing
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -140,41 +141,55 @@ class PlannedModel:
 
     ref: MemberRef
     index: int  # position in the suite's `models`
-    source: Any  # the ModelSource, bound to `typed`
+    source: Any  # the ModelSource, bound to its parameters
     params: dict[str, Any]  # typed parameters, dumped (relative paths made absolute)
-    typed: Any
     label: str
     dataset: dict[str, Any]  # {name, params}: the inputs it is evaluated and calibrated on
     fixed_batch: int | None
 
 
-def _absolute(cls: Any, raw: dict[str, Any], base: Any, fam: Families) -> dict[str, Any]:
-    """Untyped parameters with relative paths made absolute against the suite's folder,
-    including those of a dataset given inside them as {name, params}."""
-    out = cls.absolute_paths(raw, base) if hasattr(cls, "absolute_paths") else dict(raw)
-    data = out.get("dataset")
-    if (
-        isinstance(data, dict)
-        and isinstance(data.get("params"), dict)
-        and (data.get("name") in fam.datasets)
-    ):
-        dataset_cls = fam.datasets.get(data["name"]).Params
-        out["dataset"] = {**data, "params": dataset_cls.absolute_paths(data["params"], base)}
-    return out
-
-
-def _dataset_dict(value: Any) -> dict[str, Any]:
+def _dataset_dict(value: Any, base: Any, fam: Families) -> dict[str, Any]:
+    """{name, params} of a dataset given as a name or {name, params[, label]}, its relative
+    paths made absolute against the suite's folder."""
     from qbench.datasets.base import dataset_ref
 
     name, params = dataset_ref(value)
+    if name in fam.datasets:
+        params = fam.datasets.get(name).Params.absolute_paths(params, base)
     return {"name": name, "params": params}
+
+
+def _absolute(cls: Any, raw: dict[str, Any], base: Any, fam: Families) -> dict[str, Any]:
+    """A model's untyped parameters with relative paths made absolute against the suite's
+    folder, a dataset given inside them included."""
+    out = cls.absolute_paths(raw, base)
+    if isinstance(out.get("dataset"), dict):
+        out["dataset"] = {**out["dataset"], **_dataset_dict(out["dataset"], base, fam)}
+    return out
+
+
+def _labels(ref: MemberRef, sources: list[tuple[Any, dict[str, Any]]]) -> list[str]:
+    """Each expansion's label: the suite's, else the source's own; expansions of one entry
+    that would share it get the values their list-valued parameters took (`m[epochs=5]`)."""
+    labels = [ref.label or s.default_label(s.params) for s, _ in sources]
+    if len(set(labels)) == len(labels):
+        return labels
+    varying = [k for k, v in ref.params.items() if isinstance(v, list)]
+
+    def short(value: Any) -> str:
+        return Path(value).name if isinstance(value, str) and "/" in value else str(value)
+
+    return [f"{label}[{','.join(f'{k}={short(raw[k])}' for k in varying)}]"
+            for label, (_, raw) in zip(labels, sources, strict=True)]  # fmt: skip
 
 
 def _resolve_models(suite: Suite, fam: Families, source: SuiteSource) -> list[PlannedModel]:
     """Each model entry (and each expansion of its list-valued params) typed, its files and
     factory checked, its inputs matched with its dataset's fields, and its label unique."""
     base = source.path.resolve().parent
-    suite_dataset = suite.accuracy.dataset
+    suite_data = None
+    if suite.accuracy.dataset.name != "auto":
+        suite_data = _dataset_dict(suite.accuracy.dataset, base, fam)
     out: list[PlannedModel] = []
     labels: dict[str, PlannedModel] = {}
     for i, ref in enumerate(suite.models):
@@ -186,30 +201,26 @@ def _resolve_models(suite: Suite, fam: Families, source: SuiteSource) -> list[Pl
                 loc if source.line_of(loc) != source.line_of(["models", i]) else ["models", i],
                 str(exc),
             ) from None
+        bound: list[tuple[Any, dict[str, Any]]] = []
         for raw in expand_params(ref.params, cls.Params):
             try:
-                typed = cls.Params(**_absolute(cls.Params, raw, base, fam))
+                model = cls(cls.Params(**_absolute(cls.Params, raw, base, fam)))
             except ValidationError as exc:
                 raise first_error(source, exc, prefix=["models", i, "params"]) from None
-            bound = cls(typed)
             try:
-                bound.check(typed)
+                model.check(model.params)
             except CheckError as exc:
                 raise source.error(["models", i, "params", exc.field], str(exc)) from None
-            if suite_dataset.name != "auto":
-                raw_data = suite_dataset.model_copy(
-                    update={"params": fam.datasets.get(suite_dataset.name).Params.absolute_paths(
-                        suite_dataset.params, base)}
-                ) if suite_dataset.name in fam.datasets else suite_dataset  # fmt: skip
-                data_loc: list[str | int] = ["accuracy", "dataset"]
+            bound.append((model, raw))
+        for (model, _), label in zip(bound, _labels(ref, bound), strict=True):
+            if suite_data is not None:
+                dataset, data_loc = suite_data, ["accuracy", "dataset"]
             else:
-                raw_data = bound.dataset_for(typed)
+                dataset = _dataset_dict(model.dataset_for(model.params), base, fam)
                 data_loc = ["models", i, "params", "dataset"]
-            dataset = _dataset_dict(raw_data)
-            _check_data(bound, typed, dataset, data_loc, source, fam)
-            label = ref.label or bound.default_label(typed)
-            planned = PlannedModel(ref, i, bound, typed.model_dump(), typed, label, dataset,
-                                   bound.fixed_batch(typed))  # fmt: skip
+            _check_data(model, dataset, data_loc, source, fam)
+            planned = PlannedModel(ref, i, model, model.params.model_dump(), label, dataset,
+                                   model.fixed_batch(model.params))  # fmt: skip
             other = labels.get(label)
             if other is not None and other.params != planned.params:
                 raise source.error(
@@ -223,7 +234,7 @@ def _resolve_models(suite: Suite, fam: Families, source: SuiteSource) -> list[Pl
     return out
 
 
-def _check_data(bound: Any, typed: Any, dataset: dict[str, Any], loc: list[str | int],
+def _check_data(model: Any, dataset: dict[str, Any], loc: list[str | int],
                 source: SuiteSource, fam: Families) -> None:  # fmt: skip
     """The dataset exists, its parameters and files are valid, and its fields fit the model's
     inputs: one line naming the field where not."""
@@ -235,7 +246,7 @@ def _check_data(bound: Any, typed: Any, dataset: dict[str, Any], loc: list[str |
         typed_data = cls.Params(**dataset["params"])
     except ValidationError as exc:
         raise first_error(source, exc, prefix=[*loc, "params"]) from None
-    inputs: list[InputSpec] | None = bound.inputs(typed)
+    inputs: list[InputSpec] | None = model.inputs(model.params)
     data = cls(typed_data, inputs)
     try:
         data.check()

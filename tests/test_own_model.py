@@ -352,6 +352,15 @@ def test_models_given_by_files_get_their_own_cells(own: Path, tmp_path: Path) ->
     """, name="labelled.yaml")  # fmt: skip
     proc = run_qbench("run", str(labelled), "--dry-run")
     assert proc.returncode == 0 and "zoo_other/fp32" in proc.stdout, proc.stderr
+    # the expansions of one entry are told apart by the values they took
+    expanded = write_suite(tmp_path, """
+        name: expanded
+        models: [{name: digits_cnn, params: {epochs: [5, 15]}}]
+    """, name="expanded.yaml")  # fmt: skip
+    proc = run_qbench("run", str(expanded), "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "digits_cnn[epochs=5]/fp32/" in proc.stdout
+    assert "digits_cnn[epochs=15]/fp32/" in proc.stdout
 
 
 def test_two_device_files_of_one_name_are_refused(tmp_path: Path) -> None:
