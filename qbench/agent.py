@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from qbench.cache import cached_file, read_meta
-from qbench.datasets.base import Dataset
+from qbench.datasets.base import Dataset, open_dataset
 from qbench.hostinfo import device_cpu
 from qbench.inputs import (
     Inputs,
@@ -91,16 +91,6 @@ def _inputs(dataset: Dataset, split: str, n: int, seed: int, outlier_fraction: f
     return cached_file("inputs", key, ".npz", build)
 
 
-def _dataset(cell: Cell, source: Any) -> Dataset:
-    """The cell's dataset (planned: {name, params}; cells of older plans: a name or auto)."""
-    from qbench.datasets.base import open_dataset
-
-    ref = cell.accuracy["dataset"]
-    if ref == "auto" or (isinstance(ref, dict) and ref.get("name") == "auto"):
-        ref = source.dataset_for(source.params)
-    return open_dataset(ref, source.inputs(source.params))
-
-
 def _reference(
     loaded: Any, source: Any, eval_x: Inputs, eval_path: Path
 ) -> tuple[Path | None, str | None]:
@@ -154,20 +144,18 @@ def prepare(cell: Cell) -> dict[str, Any]:
     source = fam.models.get(cell.model_plugin).bound(cell.model_params)
     model_params = source.params
     loaded = source.load(model_params)
-    dataset = _dataset(cell, source)
+    # the planner resolved `auto` to the model's own dataset: {name, params}
+    dataset = open_dataset(cell.accuracy["dataset"], source.inputs(model_params))
     spec = source.inputs(model_params) or dataset.fields()
     eval_path, _ = _inputs(dataset, "eval", cell.accuracy["samples"], 0)
     eval_x = bind(spec, load_npz(eval_path)[0])
-    onnx_notes: list[str] = []
 
     def fp32_onnx() -> Path:
         from qbench.methods.export import fp32_onnx as export
 
         if loaded.tflite_path is not None:
             raise ValueError(f"model {cell.model} is a .tflite file; it has no ONNX graph")
-        path = export(loaded.sha256, loaded.module, spec, loaded.onnx_path)
-        onnx_notes[:] = read_meta(path).get("notes", [])
-        return path
+        return export(loaded.sha256, loaded.module, spec, loaded.onnx_path)
 
     def fp32_tflite() -> Path:
         if loaded.tflite_path is not None:
@@ -232,13 +220,12 @@ def prepare(cell: Cell) -> dict[str, Any]:
     meta = read_meta(artifact)  # packed_bytes, layer_bits_json, artifact_notes, ...
     notes = list(meta.get("artifact_notes", []))
     if loaded.onnx_path is not None and fmt == "onnx" and cell.method != "original":
-        fp32_onnx()  # what normalising the user's graph changed (cached: a lookup)
-        notes += onnx_notes
+        # what normalising the user's graph changed (the cached graph's metadata)
+        notes += read_meta(fp32_onnx()).get("notes", [])
     if loaded.tflite_path is None:
         macs, macs_note = _model_macs(loaded.sha256, spec, fp32_onnx)
     else:
-        macs, macs_note = None, "model_macs empty: MACs are counted on ONNX graphs; this model "
-        macs_note += "is a .tflite file"
+        macs, macs_note = None, "model_macs empty: MACs are counted on ONNX graphs, not .tflite"
     if macs_note:
         notes.append(macs_note)
     if reference_note:

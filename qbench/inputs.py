@@ -42,11 +42,6 @@ class InputSpec:
     def from_json(cls, data: dict[str, Any]) -> InputSpec:
         return cls(data["name"], tuple(data["shape"]), data["dtype"])
 
-    def concrete_shape(self) -> tuple[int, ...]:
-        if any(d is None for d in self.shape):
-            raise ValueError(f"input {self.describe()} has a dynamic axis: give its size")
-        return tuple(int(d) for d in self.shape)  # type: ignore[arg-type]
-
 
 def as_inputs(x: np.ndarray | Inputs) -> Inputs:
     """A dataset's `load` result (one array, or named arrays) as named arrays."""

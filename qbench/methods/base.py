@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from qbench.inputs import Inputs, InputSpec
-from qbench.models.base import LoadedModel, ModelSource
+from qbench.models.base import LoadedModel, ModelSource, already_quantized, format_name
 from qbench.params import NoParams, Params
 
 
@@ -86,7 +86,7 @@ class Method:
         Subclasses that add reasons call this first. `source` may be bound to its parameters
         (source.params): then the file itself is asked whether it is already quantized."""
         if fmt == "torch" and source.format != "torch":
-            return f"model {source.name} is {_format_name(source)}; it has no torch module"
+            return f"model {source.name} is {format_name(source)}; it has no torch module"
         if fmt == "tflite" and source.format == "onnx":
             return (
                 f"model {source.name} is an ONNX file; LiteRT artifacts are converted from "
@@ -95,8 +95,7 @@ class Method:
         if fmt == "onnx" and source.format == "tflite":
             return (f"model {source.name} is a .tflite file; ONNX artifacts come from torch "
                     "modules and ONNX files")  # fmt: skip
-        params_of = getattr(source, "params", None)
-        quantized = source.quantized(params_of) if params_of is not None else None
+        quantized = already_quantized(source)
         if quantized and self.needs_float_model:
             return (f"model {source.name} is already quantized ({quantized}); {self.name} "
                     "needs a float model (method `original` runs the file as it is)")  # fmt: skip
@@ -111,12 +110,6 @@ class Method:
         """Turn a freshly built fp32 module into this method's structure so a saved state dict
         of format 'torch' loads into it. fp32 methods return the module unchanged."""
         return module
-
-
-def _format_name(source: Any) -> str:
-    from qbench.models.base import FORMAT_NAMES
-
-    return FORMAT_NAMES.get(source.format, f"a {source.format} model")
 
 
 def fp32_tflite(ctx: MakeContext) -> Path:

@@ -25,6 +25,7 @@ from pydantic import Field
 from qbench.methods._edgetpu_log import EdgeTpuCompileReport, parse_compiler_log
 from qbench.methods.base import MakeContext, Method, packed_bytes
 from qbench.methods.packing import int8_weight_bits
+from qbench.models.base import already_quantized
 from qbench.params import Params
 from qbench.plugins import methods
 
@@ -40,8 +41,7 @@ COMPILE_TIMEOUT_S = 600
 
 def _given_quantized(source: Any) -> bool:
     """The model is a .tflite file of the user's that is already quantized."""
-    params = getattr(source, "params", None)
-    return source.format == "tflite" and params is not None and bool(source.quantized(params))
+    return source.format == "tflite" and bool(already_quantized(source))
 
 
 class EdgeTpuParams(Params):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from qbench.methods.base import MakeContext, Method
+from qbench.models.base import format_name
 from qbench.params import Params
 from qbench.plugins import methods
 
@@ -29,7 +30,7 @@ class Original(Method):
             return (f"model {source.name} is a torch module: `original` runs model files as "
                     "given (fp32 measures the module unchanged)")  # fmt: skip
         if source.format != fmt:
-            return f"model {source.name} is {source.format_name}; it is run as it is"
+            return f"model {source.name} is {format_name(source)}; it is run as it is"
         return None
 
     def make(self, fmt: str, params: Params, ctx: MakeContext, out: Path) -> dict[str, Any]:

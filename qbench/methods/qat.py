@@ -21,6 +21,7 @@ from pydantic import Field, field_validator
 
 from qbench.methods.base import MakeContext, Method, save_torch_artifact
 from qbench.methods.packing import int8_weight_bits, packed_bytes_torch
+from qbench.models.base import format_name
 from qbench.params import Params
 from qbench.plugins import datasets, methods
 
@@ -163,7 +164,7 @@ class Qat(Method):
         from qbench.datasets.base import dataset_ref, open_dataset
 
         if source.format != "torch":
-            return f"qat trains torch layers; model {source.name} is {source.format_name}"
+            return f"qat trains torch layers; model {source.name} is {format_name(source)}"
         ref = _dataset(source)
         name = dataset_ref(ref)[0]
         if name not in datasets:

@@ -19,6 +19,7 @@ import numpy as np
 
 from qbench.methods.base import MakeContext, Method, save_torch_artifact
 from qbench.methods.packing import packed_bytes_torch, weight_layers
+from qbench.models.base import format_name
 from qbench.params import Params
 
 
@@ -62,7 +63,7 @@ class SimulatedWeightMethod(Method):
     def unsupported(self, fmt: str, params: Params, source: Any) -> str | None:
         if source.format != "torch":
             return (f"{self.name} quantizes torch layers; model {source.name} is "
-                    f"{source.format_name}")  # fmt: skip
+                    f"{format_name(source)}")  # fmt: skip
         return None
 
     def quantize_module(self, module: Any, params: Params) -> tuple[Any, dict[str, int]]:

@@ -234,18 +234,6 @@ def _relu6_ranges(prepared: Any) -> int:
     return changed
 
 
-def _graph_feed(model: Path, inputs: dict[str, Any]) -> dict[str, Any]:
-    """Calibration inputs keyed by the ONNX graph's own input names (by position where an
-    export renamed them)."""
-    import onnx
-
-    from qbench.backends.base import feed_by_name
-
-    graph = onnx.load(str(model), load_external_data=False).graph
-    initializers = {i.name for i in graph.initializer}
-    return feed_by_name([i.name for i in graph.input if i.name not in initializers], inputs)
-
-
 @methods.register
 class StaticInt8(Method):
     name = "static_int8"
@@ -398,8 +386,9 @@ class StaticInt8(Method):
             symmetric=params.activation_symmetric,
         )
         model = ctx.fp32_onnx()
-        # by the graph's own input names (an ONNX file's are its own: data_0, gpu_0/data_0)
-        result = calibrate(model, _graph_feed(model, ctx.calibration), "", settings)
+        # keyed by the model's input names, which the fp32 graph's are (an ONNX file's own:
+        # data_0, gpu_0/data_0; an export's: the declared ones)
+        result = calibrate(model, ctx.calibration, "", settings)
         result = widen_outputs(result, onnx_output_names(model), params.output_range_scale)
         logging.getLogger("root").setLevel(logging.ERROR)
         notes = []
@@ -453,7 +442,7 @@ class StaticInt8(Method):
         import torch
         from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-        from qbench.inputs import chunks, count, take
+        from qbench.inputs import count, take
 
         torch.backends.quantized.engine = "x86"
         calib = ctx.calibration
@@ -461,8 +450,8 @@ class StaticInt8(Method):
         prepared = prepare_fx(ctx.model.module.eval(), _torch_qconfig_mapping(), example)
         _relu6_ranges(prepared)
         with torch.no_grad():
-            for part in chunks(take(calib, 0, count(calib)), 16):
-                prepared(*(torch.as_tensor(v) for v in part.values()))
+            for start in range(0, count(calib), 16):
+                prepared(*(torch.as_tensor(v) for v in take(calib, start, start + 16).values()))
         quantized = convert_fx(prepared)
         save_torch_artifact(out, ctx, self.name, params, quantized.state_dict())
 

@@ -25,6 +25,18 @@ class LoadedModel:
 FORMAT_NAMES = {"torch": "a torch module", "onnx": "an ONNX file", "tflite": "a .tflite file"}
 
 
+def format_name(source: Any) -> str:
+    """What a model's native format is called in reasons: 'an ONNX file'."""
+    return FORMAT_NAMES.get(source.format, f"a {source.format} model")
+
+
+def already_quantized(source: Any) -> str | None:
+    """Why a model source bound to its parameters is already quantized, or None (also for a
+    source not bound to any)."""
+    params = getattr(source, "params", None)
+    return source.quantized(params) if params is not None else None
+
+
 class ModelSource:
     """Where a model comes from. An instance may be bound to its parameters (`bound`): the
     planner and the agent hand such an instance to methods, whose `unsupported` can then ask
@@ -43,10 +55,6 @@ class ModelSource:
     def bound(cls, raw: dict[str, Any]) -> ModelSource:
         """An instance bound to its parameters, validated from `raw`."""
         return cls(cls.Params(**raw))
-
-    @property
-    def format_name(self) -> str:
-        return FORMAT_NAMES.get(self.format, f"a {self.format} model")
 
     def dataset_for(self, params: Params) -> Any:
         """The dataset this model takes: a registered name, or {name, params}."""
