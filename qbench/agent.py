@@ -12,6 +12,8 @@ and the parent reports the signal.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import time
 import traceback
@@ -21,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from qbench.cache import cached_file, read_meta
+from qbench.cache import CacheEntry, cached_file, read_meta, verify_file
 from qbench.datasets.base import Dataset, open_dataset
 from qbench.hostinfo import device_cpu
 from qbench.inputs import (
@@ -38,7 +40,8 @@ from qbench.inputs import (
 )
 from qbench.params import file_sha256, stable_hash
 from qbench.plan import Cell
-from qbench.plugins import load_all
+from qbench.plugins import load_all, load_members
+from qbench.transports.subprocess import PARENT_PID_VAR
 
 ARTIFACT_VERSION = 2  # bump when any artifact or its metadata changes for the same inputs
 
@@ -54,7 +57,7 @@ def _array_sha(inputs: Inputs) -> str:
 
 
 def _inputs(dataset: Dataset, split: str, n: int, seed: int, outlier_fraction: float = 0.0,
-            outlier_scale: float = 1.0) -> tuple[Path, bool]:  # fmt: skip
+            outlier_scale: float = 1.0) -> CacheEntry:  # fmt: skip
     """The cached .npz of a dataset's split (qbench.inputs.save_npz: named inputs, labels y,
     groups g)."""
 
@@ -93,7 +96,7 @@ def _inputs(dataset: Dataset, split: str, n: int, seed: int, outlier_fraction: f
 
 def _reference(
     loaded: Any, source: Any, eval_x: Inputs, eval_path: Path
-) -> tuple[Path | None, str | None]:
+) -> tuple[CacheEntry | None, str | None]:
     """The fp32 model's outputs (its first output) on the evaluation inputs, cached; (None, why)
     where there is no float model to compute them."""
     why = source.quantized(source.params)
@@ -107,7 +110,7 @@ def _reference(
             np.save(fh, outputs.astype(np.float32))
 
     key = {"model_sha": loaded.sha256, "eval": eval_path.name, "v": 2}
-    return cached_file("reference", key, ".npy", build)[0], None
+    return cached_file("reference", key, ".npy", build), None
 
 
 def reference_outputs(loaded: Any, x: Inputs, batch: int = 32) -> np.ndarray:
@@ -147,7 +150,8 @@ def prepare(cell: Cell) -> dict[str, Any]:
     # the planner resolved `auto` to the model's own dataset: {name, params}
     dataset = open_dataset(cell.accuracy["dataset"], source.inputs(model_params))
     spec = source.inputs(model_params) or dataset.fields()
-    eval_path, _ = _inputs(dataset, "eval", cell.accuracy["samples"], 0)
+    eval_entry = _inputs(dataset, "eval", cell.accuracy["samples"], 0)
+    eval_path = eval_entry.path
     eval_x = bind(spec, load_npz(eval_path)[0])
 
     def fp32_onnx() -> Path:
@@ -164,15 +168,19 @@ def prepare(cell: Cell) -> dict[str, Any]:
 
         return convert(loaded.sha256, loaded.module, spec)
 
-    reference_path, reference_note = _reference(loaded, source, eval_x, eval_path)
+    reference_entry, reference_note = _reference(loaded, source, eval_x, eval_path)
+    reference_path = None if reference_entry is None else reference_entry.path
 
     method = fam.methods.get(cell.method)()
     params = method.Params(**cell.method_params)
     calib, calib_sha = None, None
+    entries: list[CacheEntry] = []
     if method.needs_calibration(params):
         c = cell.calibration
-        calib_path, _ = _inputs(dataset, "calib", c["samples"], c["seed"],
-                                c["outlier_fraction"], c["outlier_scale"])  # fmt: skip
+        calib_entry = _inputs(dataset, "calib", c["samples"], c["seed"],
+                              c["outlier_fraction"], c["outlier_scale"])  # fmt: skip
+        calib_path = calib_entry.path
+        entries.append(calib_entry)
         calib = bind(spec, load_npz(calib_path)[0])
         calib_sha = _array_sha(calib)
 
@@ -216,9 +224,12 @@ def prepare(cell: Cell) -> dict[str, Any]:
             _check_onnx_loads(tmp, cell.method)
         return meta
 
-    artifact, cached = cached_file("artifacts", key, suffix, build)
+    artifact_entry = cached_file("artifacts", key, suffix, build)
+    artifact, cached = artifact_entry.path, artifact_entry.cached
+    entries += [artifact_entry, eval_entry, *([reference_entry] if reference_entry else [])]
     meta = read_meta(artifact)  # packed_bytes, layer_bits_json, artifact_notes, ...
-    notes = list(meta.get("artifact_notes", []))
+    # a cache entry that failed its hash check was rebuilt: the row says so
+    notes = list(meta.get("artifact_notes", [])) + [e.note for e in entries if e.note]
     if loaded.onnx_path is not None and fmt == "onnx" and cell.method != "original":
         # what normalising the user's graph changed (the cached graph's metadata)
         notes += read_meta(fp32_onnx()).get("notes", [])
@@ -240,6 +251,13 @@ def prepare(cell: Cell) -> dict[str, Any]:
         "artifact_sha256": file_sha256(str(artifact)),
         "prepare_s": time.perf_counter() - started,
         "eval_path": str(eval_path),
+        # what measure checks the files against before it uses them (another process, maybe
+        # another machine: a file changed in between is refused, never loaded)
+        "file_sha256": {
+            "artifact_path": file_sha256(str(artifact), 64),
+            "eval_path": file_sha256(str(eval_path), 64),
+            **({"reference_path": file_sha256(str(reference_path), 64)} if reference_path else {}),
+        },
         "model_inputs": [s.to_json() for s in spec],
         "reference_path": None if reference_path is None else str(reference_path),
         "model_weights": loaded.weights,
@@ -301,10 +319,13 @@ def measure(cell: Cell, prepared: dict[str, Any]) -> dict[str, Any]:
     from qbench.measure.memory import peak_rss_mb
     from qbench.measure.stats import summarize
 
-    fam = load_all()
+    # only this cell's own members: the process holds one runtime (see load_members)
+    fam = load_members(cell.members) if cell.members else load_all()
     backend = fam.backends.get(cell.backend)()
     params = backend.Params(**cell.backend_params)
     spec = [InputSpec.from_json(s) for s in prepared["model_inputs"]]
+    for key, sha in (prepared.get("file_sha256") or {}).items():
+        verify_file(Path(prepared[key]), sha)  # IntegrityError: the cell fails, nothing loads
     loaded_x, extra = load_npz(prepared["eval_path"])
     eval_x, labels, groups = bind(spec, loaded_x), extra.get("y"), extra.get("g")
     reference = None
@@ -383,8 +404,47 @@ def measure(cell: Cell, prepared: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def _end_group(*_: Any) -> None:
+    """End this stage and everything it started: its process group when it leads one (the
+    subprocess transport starts each stage in its own session), else itself."""
+    if os.getpgrp() == os.getpid():
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def die_with_parent() -> None:
+    """A stage runs in its own session (so a timeout can kill its whole group), which a Ctrl-C
+    or kill -9 of qbench does not reach: ask the kernel for SIGTERM when the parent dies
+    (Linux PR_SET_PDEATHSIG) and end the group on it. A parent already gone ends it now."""
+    parent = os.environ.get(PARENT_PID_VAR)
+    if not parent:
+        return
+    signal.signal(signal.SIGTERM, _end_group)
+    armed = False
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) == 0  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != int(parent):
+        _end_group()
+    if not armed:  # no prctl: look once a second (a sleeping thread costs no measured time)
+        import threading
+
+        def watch() -> None:
+            while os.getppid() == int(parent):
+                time.sleep(1.0)
+            _end_group()
+
+        threading.Thread(target=watch, daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    die_with_parent()
     stage, cell_path, out_path = args[0], Path(args[1]), Path(args[2])
     warnings.simplefilter("ignore")  # torch.ao deprecation notes on every call, exporter chatter
     cell = Cell.from_json(json.loads(cell_path.read_text()))

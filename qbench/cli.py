@@ -88,6 +88,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-report", action="store_true", help="do not write a report")
     run.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        metavar="RUN_ID",
+        help="continue an interrupted run of this suite in the store (default: its latest run): "
+        "cells it measured or skipped are kept, its missing, failed and timed-out cells run, "
+        "into that same run; refused if the suite file changed or the hardware differs",
+    )
+    run.add_argument(
         "--dry-run",
         action="store_true",
         help="print the plan (runnable and skipped cells) and stop",
@@ -241,28 +250,55 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"qbench: error: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    except KeyboardInterrupt:
-        print("qbench: interrupted; rows measured so far are in the store", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (qbench.runner.Terminated)
+        what = "terminated" if getattr(exc, "exit_code", None) else "interrupted"
+        resume = " (`qbench run SUITE --resume` measures the rest)" if args.command == "run" else ""
+        print(f"qbench: {what}; rows measured so far are in the store{resume}", file=sys.stderr)
+        return getattr(exc, "exit_code", 130)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from qbench.report import build_report_html
     from qbench.store.parquet import load
 
+    out = output_file(args.output, "-o")
     runs, results = load(args.store)
     if args.latest and len(runs):
         latest = runs.sort_values("started_at")["run_id"].iloc[-1]
         runs, results = runs[runs.run_id == latest], results[results.run_id == latest]
     if results.empty:
         raise ValueError(f"{args.store}: the store holds no results")
-    out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
         build_report_html(runs, results, title=args.title or "qbench report"), encoding="utf-8"
     )
     print(f"wrote {out} ({len(results)} rows)")
     return EXIT_OK
+
+
+def output_file(given: str, flag: str) -> Path:
+    """A file the command will write, checked before any work: not a folder, and no file
+    standing where one of its folders would be (one line naming the flag; exit 2)."""
+    path = Path(given)
+    if path.is_dir():
+        raise ValueError(f"{flag} {given}: is a folder; expected a file to write, e.g. "
+                         f"{path / 'report.html'}")  # fmt: skip
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"{flag} {given}: {parent} is a file, not a folder")
+    return path
+
+
+def store_folder(given: str, flag: str) -> Path:
+    """A store the command will write into: a folder, or a path where one can be made."""
+    path = Path(given)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {given}: is a file; a store is a folder (it is created if "
+                         "missing)")  # fmt: skip
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"{flag} {given}: {parent} is a file, not a folder")
+    return path
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from qbench.cli import EXIT_INVALID, EXIT_OK, EXIT_REGRESSION
+from qbench.cli import EXIT_INVALID, EXIT_OK, EXIT_REGRESSION, output_file
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -36,6 +36,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise ValueError(f"{name} {value}: expected a fraction, e.g. 0.10 for 10%")
     if not 0 < args.alpha < 1:
         raise ValueError(f"--alpha {args.alpha}: expected a probability between 0 and 1")
+    if args.markdown:
+        output_file(args.markdown, "--markdown")
+    if args.json and args.json != "-":
+        output_file(args.json, "--json")
     try:
         result = compare(args.base, args.candidate, args.store, thresholds)
     except NothingToCompare as exc:
@@ -73,6 +77,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     store = Path(args.store)
     if not store.is_dir():
         raise FileNotFoundError(f"{store}: no such store directory")
+    output_file(args.output, "-o")
     out = write_dashboard(store, args.output, args.title)
     print(f"wrote {out}")
     return EXIT_OK

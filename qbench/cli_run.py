@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
+from qbench.cli import output_file, store_folder
 from qbench.plan import Cell, Plan
 
 SUMMARY_FIELDS = (
@@ -53,6 +55,9 @@ class _Progress:
             )
 
     def __call__(self, event: str, cell: Cell | None, row: dict[str, Any] | None) -> None:
+        if self.bar is not None and event == "total" and row is not None:
+            self.bar.reset(total=row["total"])  # a resumed run measures only what is missing
+            return
         if self.bar is None or cell is None:
             return
         if event == "start":
@@ -72,6 +77,9 @@ def _fmt(value: Any, spec: str) -> str:
 
 
 def _print_summary(summary: Any, report: Path | None) -> None:
+    if summary.resumed:
+        print(f"resumed run {summary.run_id}: {summary.resumed} cells kept from it, "
+              f"{len(summary.rows) - summary.resumed} measured or recorded now")  # fmt: skip
     print(
         f"run {summary.run_id}: {summary.count('ok')} ok, {summary.count('failed')} failed, "
         f"{summary.count('timeout')} timed out, {summary.count('skipped')} skipped"
@@ -114,6 +122,13 @@ def _executor(spec: str, cells: list[Cell]) -> str:
     return name
 
 
+def default_report(suite_name: str) -> str:
+    """reports/NAME.html with the suite name made a safe file name: a name such as `../../x`
+    must not write outside reports/."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", suite_name).strip("._") or "suite"
+    return f"reports/{safe[:100]}.html"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from qbench.runner import load_plan, run_plan
 
@@ -135,16 +150,21 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(describe(given))
         _print_plan(plan)
         return 0
-    store = Path(args.store or suite.output)
-    report_path = (
-        None
-        if args.no_report
-        else Path(args.report or suite.report or f"reports/{suite.name}.html")
-    )
+    store = store_folder(args.store or suite.output, "--store" if args.store else "output")
+    report_path = None
+    if not args.no_report:
+        flag = "--report" if args.report else "report"
+        report_path = output_file(args.report or suite.report or default_report(suite.name), flag)
+    resume = None
+    if args.resume is not None:
+        from qbench.runner import resume_target
+
+        resume = resume_target(store, suite.name, text, args.resume or None)
     executor = _executor(args.executor, plan.runnable)
     progress = _Progress(len(plan.runnable), not (args.quiet or args.json))
     try:
-        summary = run_plan(plan, suite.name, suite_path, text, store, progress, executor=executor)
+        summary = run_plan(plan, suite.name, suite_path, text, store, progress, executor=executor,
+                           resume=resume)  # fmt: skip
     finally:
         progress.close()
     if report_path is not None and summary.rows:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from qbench.suite.loader import SuiteSource, first_error
 from qbench.suite.schema import MemberRef, Strict
@@ -100,6 +100,12 @@ class Device(Strict):
         description="what `qbench devices probe` detected (cores, frequency, GPUs, Edge TPU, "
         "power sensors): facts of one host at one time, not datasheet figures",
     )
+    _source_path: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source_path(self) -> Path | None:
+        """The device file this description was read from (None: built in code)."""
+        return self._source_path
 
 
 def find_device_file(ref: str, suite_dir: Path) -> Path | None:
@@ -119,9 +125,11 @@ def find_device_file(ref: str, suite_dir: Path) -> Path | None:
 def load_device(path: Path) -> Device:
     source = SuiteSource(path)
     try:
-        return Device.model_validate(source.data)
+        device = Device.model_validate(source.data)
     except ValidationError as exc:
         raise first_error(source, exc) from None
+    device._source_path = Path(path)
+    return device
 
 
 def resolve_devices(refs: list[str], suite: SuiteSource) -> list[Device]:

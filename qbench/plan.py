@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import itertools
+import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -49,12 +50,18 @@ class Cell:
     # Power and energy (qbench.measure.energy.plan_power): mode, meter and its parameters,
     # cadence, idle seconds, TDP. None (cells written before it existed): measure, auto meter.
     power: dict[str, Any] | None = None
+    # {family: (member name, defining module)} of the cell's model, method and backend, so the
+    # measure stage imports those alone (qbench.plugins.load_members). None: import them all.
+    members: dict[str, tuple[str, str]] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Cell:
+        members = data.get("members")
+        if members is not None:  # JSON has no tuples
+            data = {**data, "members": {k: tuple(v) for k, v in members.items()}}
         return cls(**data)
 
 
@@ -85,9 +92,23 @@ def _list_typed(params_cls: Any, key: str) -> bool:
 _UNIONS = (typing.Union, types.UnionType)
 
 
+# Expansions of one member entry, and cells of one suite, beyond which a suite is refused
+# before anything is built: a product of a few long lists reaches 10^8 quietly.
+MAX_EXPANSIONS = 10_000
+MAX_CELLS = 100_000
+
+
 def expand_params(params: dict[str, Any], params_cls: Any = None) -> list[dict[str, Any]]:
     """Cartesian product over list values: {bits: [4, 8], sym: true} -> two dicts. A field that
-    itself takes a list (per `params_cls`) expands only over a list of lists."""
+    itself takes a list (per `params_cls`) expands only over a list of lists.
+
+    Unknown parameter names (per `params_cls`) and products larger than MAX_EXPANSIONS raise
+    CheckError before the product is built."""
+    fields = getattr(params_cls, "model_fields", None)
+    if fields is not None and params_cls.model_config.get("extra") == "forbid":
+        unknown = [k for k in params if k not in fields]
+        if unknown:
+            raise CheckError(unknown[0], f"unknown field (known: {', '.join(fields) or 'none'})")
     keys = list(params)
     values = []
     for key, value in params.items():
@@ -95,7 +116,20 @@ def expand_params(params: dict[str, Any], params_cls: Any = None) -> list[dict[s
             _list_typed(params_cls, key) and not all(isinstance(v, list) for v in value)
         )
         values.append([value] if one else value)
+    size = math.prod(len(v) for v in values)
+    if size > MAX_EXPANSIONS:
+        raise CheckError("", f"its list values expand to {size} cells (at most "
+                         f"{MAX_EXPANSIONS} per entry): list fewer values")  # fmt: skip
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values)]
+
+
+def _expand(ref: MemberRef, params_cls: Any, loc: list[str | int],
+            source: SuiteSource) -> list[dict[str, Any]]:  # fmt: skip
+    try:
+        return expand_params(ref.params, params_cls)
+    except CheckError as exc:
+        raise source.error([*loc, "params", *([exc.field] if exc.field else [])],
+                           str(exc)) from None  # fmt: skip
 
 
 def _params_label(params: dict[str, Any]) -> str:
@@ -126,7 +160,7 @@ def _resolve_members(
                 else [family, i],
                 str(exc),
             ) from None
-        for params in expand_params(ref.params, member.Params):
+        for params in _expand(ref, member.Params, [family, i], source):
             try:
                 typed = member.Params(**params)
             except ValidationError as exc:
@@ -202,7 +236,7 @@ def _resolve_models(suite: Suite, fam: Families, source: SuiteSource) -> list[Pl
                 str(exc),
             ) from None
         bound: list[tuple[Any, dict[str, Any]]] = []
-        for raw in expand_params(ref.params, cls.Params):
+        for raw in _expand(ref, cls.Params, ["models", i], source):
             try:
                 model = cls(cls.Params(**_absolute(cls.Params, raw, base, fam)))
             except ValidationError as exc:
@@ -323,6 +357,29 @@ def _skip_reason(
     return "; ".join(reasons)
 
 
+def _check_transports(devices: list[Device], fam: Families, source: SuiteSource) -> None:
+    """Each device's transport parameters, typed and checked without connecting (a host that
+    ssh would read as an option, a missing key file, an interpreter that does not exist), so
+    no run is stored before a cell could ever reach its device."""
+    from qbench.suite.loader import SuiteSource as Source
+
+    for device in devices:
+        if device.transport.name not in fam.transports:
+            continue  # its cells are skipped with the reason (see build_plan)
+        cls = fam.transports.get(device.transport.name)
+        file = Source(device.source_path) if device.source_path else source
+        loc: list[str | int] = ["transport", "params"]
+        try:
+            params = cls.Params(**device.transport.params)
+            check = getattr(cls(), "check", None)  # a plugin's transport may not define it
+            if check is not None:
+                check(params)
+        except ValidationError as exc:
+            raise first_error(file, exc, prefix=loc) from None
+        except CheckError as exc:
+            raise file.error([*loc, *([exc.field] if exc.field else [])], str(exc)) from None
+
+
 def build_plan(suite: Suite, source: SuiteSource, families: Families | None = None) -> Plan:
     fam = families or load_all()
     devices = resolve_devices(suite.devices, source)
@@ -344,6 +401,14 @@ def build_plan(suite: Suite, source: SuiteSource, families: Families | None = No
         if device.transport.name not in fam.transports
     }
 
+    _check_transports(devices, fam, source)
+    size = math.prod(
+        len(x) for x in (devices, models, methods, backends, suite.scenario.batch,
+                         suite.scenario.threads)
+    ) * max(len(suite.calibration.outlier_fraction), 1)  # fmt: skip
+    if size > MAX_CELLS:
+        raise source.error([], f"the suite's matrix has {size} cells (at most {MAX_CELLS}): list "
+                           "fewer models, methods, backends, batch sizes or threads")  # fmt: skip
     powers = {
         device.name: plan_power(suite.power, device, d_index, fam, source)
         for d_index, device in enumerate(devices)
@@ -414,6 +479,11 @@ def build_plan(suite: Suite, source: SuiteSource, families: Families | None = No
                     calibration=calibration,
                     skip_reason=reason,
                     power=powers[device.name],
+                    members={
+                        "models": (pm.ref.name, type(pm.source).__module__),
+                        "methods": (qref.name, type(qm).__module__),
+                        "backends": (bref.name, type(backend).__module__),
+                    },
                 )
             )
     return plan

@@ -9,6 +9,7 @@ registered that way is known where the cell runs too.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import pkgutil
@@ -76,9 +77,46 @@ def load_all() -> Families:
             if not info.name.startswith("_") and info.name != "base":
                 importlib.import_module(f"qbench.{folder}.{info.name}")
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        loaded = ep.load()
-        if callable(loaded) and not isinstance(loaded, type(sys)):
-            loaded(FAMILIES)
-    for module in filter(None, (m.strip() for m in os.environ.get(ENV_VAR, "").split(","))):
-        importlib.import_module(module)
+        try:
+            loaded = ep.load()
+            if callable(loaded) and not isinstance(loaded, type(sys)):
+                loaded(FAMILIES)
+        except Exception as exc:  # a broken plugin package: one line naming it, not a traceback
+            dist = ep.dist.name if ep.dist is not None else "?"
+            raise PluginError(f"plugin entry point {ep.name} = {ep.value} (package {dist}) "
+                              f"failed to load: {_one_line(exc)}") from None  # fmt: skip
+    for module in plugin_modules():
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            raise PluginError(f"{ENV_VAR}: module {module!r} cannot be imported: "
+                              f"{_one_line(exc)}") from None  # fmt: skip
     return FAMILIES
+
+
+def load_members(wanted: dict[str, tuple[str, str]]) -> Families:
+    """Import only the modules that define the named members, {family: (name, module)}: the
+    measure stage's process then holds one backend's runtime, not every family's imports
+    (its peak memory is the cell's own). A member its module does not register by itself
+    (an entry point's function registers it) falls back to `load_all`."""
+    for family, (name, module) in wanted.items():
+        if name in FAMILIES.by_name(family):
+            continue
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)
+        if name not in FAMILIES.by_name(family):
+            return load_all()
+    return FAMILIES
+
+
+class PluginError(ValueError):
+    """A plugin named by an entry point or QBENCH_PLUGINS that cannot be loaded (one line)."""
+
+
+def plugin_modules() -> list[str]:
+    """The modules QBENCH_PLUGINS names, in order."""
+    return [m.strip() for m in os.environ.get(ENV_VAR, "").split(",") if m.strip()]
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]

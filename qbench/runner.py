@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import secrets
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,7 +20,6 @@ from qbench.hostinfo import fingerprint
 from qbench.params import stable_hash
 from qbench.plan import Cell, Plan, build_plan
 from qbench.plugins import load_all
-from qbench.store.parquet import RunWriter
 from qbench.store.schema import RESULT_COLUMN_NAMES
 from qbench.suite.loader import SuiteSource, load_suite, validate_suite
 
@@ -84,6 +87,7 @@ class RunSummary:
     store: Path
     rows: list[dict[str, Any]] = field(default_factory=list)
     excluded: int = 0
+    resumed: int = 0  # rows kept from the interrupted run that --resume continued
 
     def count(self, status: str) -> int:
         return sum(r["status"] == status for r in self.rows)
@@ -95,6 +99,99 @@ class RunSummary:
 
 ProgressHook = Callable[[str, Cell | None, dict[str, Any] | None], None]
 
+# Statuses a resumed run keeps; failed and timed-out cells are measured again.
+KEPT_ON_RESUME = ("ok", "skipped")
+WORKROOT_PREFIX = "qbench-work-"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM reached `qbench run`: the run stops as after Ctrl-C (rows kept, children and
+    temporary folders gone). A KeyboardInterrupt, so no `except Exception` swallows it."""
+
+    exit_code = 143  # 128 + SIGTERM, as a shell reports it
+
+
+def resume_target(store: Path, suite_name: str, suite_text: str, run_id: str | None) -> str:
+    """The run `qbench run --resume` continues: the given run id (or unique prefix), else the
+    latest run of this suite in the store. Refused in one line (ValueError) where its suite
+    file changed or it ran on other hardware: its rows and the new ones would not be one run."""
+    from qbench.regress.history import fingerprint_of
+    from qbench.store.parquet import load
+
+    if not store.is_dir():
+        raise ValueError(f"--resume: {store} holds no runs to resume (no such store)")
+    runs, _ = load(store)
+    runs = runs[runs["suite"] == suite_name] if len(runs) else runs
+    if run_id:
+        runs = runs[runs["run_id"].astype(str).str.startswith(run_id)]
+        if len(runs) != 1:
+            raise ValueError(f"--resume {run_id}: {len(runs)} runs of suite {suite_name!r} in "
+                             f"{store} match (give one run id)")  # fmt: skip
+    if not len(runs):
+        raise ValueError(f"--resume: {store} holds no run of suite {suite_name!r} to resume")
+    run = runs.sort_values("started_at").iloc[-1].to_dict()
+    if run["suite_sha256"] != stable_hash(suite_text):
+        raise ValueError(f"--resume: the suite changed since run {run['run_id']} (its cells and "
+                         "settings may differ): run it without --resume")  # fmt: skip
+    here = fingerprint()
+    if fingerprint_of({**run, "host": run.get("host")}) != fingerprint_of(here):
+        raise ValueError(f"--resume: run {run['run_id']} ran on other hardware "
+                         f"({run.get('cpu_model')} on {run.get('host')})")  # fmt: skip
+    return str(run["run_id"])
+
+
+def sweep_stale_workroots() -> list[Path]:
+    """Remove work folders of `qbench run`s that were killed (kill -9 leaves no chance to
+    clean up): qbench-work-PID-* whose PID is no longer running."""
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{WORKROOT_PREFIX}*"):
+        pid_text = folder.name[len(WORKROOT_PREFIX) :].split("-", 1)[0]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+            continue  # that run is alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # another user's live process
+        if folder.is_dir() and folder.stat().st_uid == os.getuid():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _failed_row(cell: Cell, error: str, started: datetime, duration: float) -> dict[str, Any]:
+    """The row of a cell whose result could not become a row: identity columns and the reason
+    (base_row itself may be what failed, for a plugin's method)."""
+    try:
+        row = base_row(cell)
+        row.pop("notes", None)
+    except Exception:
+        row = {"cell_id": cell.cell_id, "suite": cell.suite, "model": cell.model,
+               "method": cell.method, "backend": cell.backend, "device": cell.device,
+               "batch": cell.batch, "threads": cell.threads}  # fmt: skip
+    return {**row, "status": "failed", "error": error, "started_at": started,
+            "duration_s": duration}  # fmt: skip
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Any:
+    """SIGTERM raises Terminated in the main thread, so finally blocks run (the running stage
+    is killed, the work folder removed, the run's rows finalised) as on Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated("terminated (SIGTERM)")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
 
 def run_plan(
     plan: Plan,
@@ -104,53 +201,77 @@ def run_plan(
     store: Path,
     progress: ProgressHook | None = None,
     executor: str = "local",
+    resume: str | None = None,
 ) -> RunSummary:
-    fam = load_all()
-    started = now()
-    run_id = new_run_id(started)
-    run_row = {
-        "run_id": run_id,
-        "suite": suite_name,
-        "suite_path": suite_path,
-        "suite_sha256": stable_hash(suite_text),
-        "started_at": started,
-        "cells_total": len(plan.cells),
-        "cells_excluded": plan.excluded,
-        **fingerprint(),
-    }
-    writer = RunWriter(store, run_row)
-    summary = RunSummary(run_id=run_id, store=store, excluded=plan.excluded)
+    """Run the plan's cells into the store. With `resume` (a run id, see resume_target), the
+    cells that run already measured or skipped are kept and only its missing, failed or
+    timed-out cells run, into that same run."""
+    from qbench.store.parquet import RowError, RunWriter, recover_journals, run_rows
 
-    def record(row: dict[str, Any]) -> None:
-        writer.append(row)
+    fam = load_all()
+    sweep_stale_workroots()
+    recover_journals(store)  # runs killed earlier (never a live one) become Parquet
+    kept: dict[str, dict[str, Any]] = {}
+    if resume:
+        _, old_rows = run_rows(store, resume)
+        kept = {r["cell_id"]: r for r in old_rows if r.get("status") in KEPT_ON_RESUME}
+        writer = RunWriter.reopen(store, resume)
+        run_id, started = resume, now()
+    else:
+        started = now()
+        run_id = new_run_id(started)
+        run_row = {
+            "run_id": run_id,
+            "suite": suite_name,
+            "suite_path": suite_path,
+            "suite_sha256": stable_hash(suite_text),
+            "started_at": started,
+            "cells_total": len(plan.cells),
+            "cells_excluded": plan.excluded,
+            **fingerprint(),
+        }
+        writer = RunWriter(store, run_row)
+    summary = RunSummary(run_id=run_id, store=store, excluded=plan.excluded)
+    summary.rows = [kept[c.cell_id] for c in plan.cells if c.cell_id in kept]
+    summary.resumed = len(summary.rows)
+
+    def record(row: dict[str, Any], cell: Cell) -> dict[str, Any]:
+        try:
+            writer.append(row)
+        except RowError as exc:  # a plugin's value of the wrong type: this cell fails, not the run
+            when, took = row.get("started_at", started), row.get("duration_s", 0.0)
+            row = _failed_row(cell, f"its result could not be stored: {exc}", when, took)
+            writer.append(row)
         summary.rows.append(row)
+        return row
 
     for cell in plan.skipped:
-        record(
-            {
-                **base_row(cell),
-                "status": "skipped",
-                "error": cell.skip_reason,
-                "started_at": started,
-                "duration_s": 0.0,
-            }
-        )
-    workroot = Path(tempfile.mkdtemp(prefix=f"qbench-{run_id}-"))
+        if cell.cell_id not in kept:
+            record({**base_row(cell), "status": "skipped", "error": cell.skip_reason,
+                    "started_at": started, "duration_s": 0.0}, cell)  # fmt: skip
+    to_run = [c for c in plan.runnable if c.cell_id not in kept]
+    if progress and resume:
+        progress("total", None, {"total": len(to_run)})
+    workroot = Path(tempfile.mkdtemp(prefix=f"{WORKROOT_PREFIX}{os.getpid()}-{run_id}-"))
     try:
-        ex = fam.executors.get(executor)()
-        cells_iter = ex.execute(plan.runnable, workroot, ex.Params())
-        cell_started = now()
-        for cell, result in _with_progress(cells_iter, plan.runnable, progress):
-            finished = now()
-            row = assemble_row(
-                cell, result, cell_started, (finished - cell_started).total_seconds()
-            )
-            record(row)
-            if progress:
-                progress("done", cell, row)
+        with _sigterm_raises():
+            ex = fam.executors.get(executor)()
+            cells_iter = ex.execute(to_run, workroot, ex.Params())
             cell_started = now()
+            for cell, result in _with_progress(cells_iter, to_run, progress):
+                finished = now()
+                duration = (finished - cell_started).total_seconds()
+                try:
+                    row = assemble_row(cell, result, cell_started, duration)
+                except Exception as exc:  # a plugin's result that is no row: fail the cell
+                    why = f"its result could not be read: {type(exc).__name__}: {exc}"
+                    row = _failed_row(cell, why, cell_started, duration)
+                row = record(row, cell)
+                if progress:
+                    progress("done", cell, row)
+                cell_started = now()
     finally:
-        writer.finish(finished_at=now())
+        writer.finish(finished_at=now(), cells_total=len(plan.cells), cells_excluded=plan.excluded)
         shutil.rmtree(workroot, ignore_errors=True)
     return summary
 

@@ -21,8 +21,7 @@ from onnxruntime.quantization.calibrate import HistogramCollector, load_tensors_
 from onnxruntime.quantization.quant_utils import compute_scale_zp, get_qmin_qmax_for_qType
 
 from qbench.measure.fidelity import fidelity
-from qbench.methods.base import MakeContext
-from qbench.methods.calibration import (
+from qbench.methods._calibration import (
     CalibrationSettings,
     _cumulative_error,
     calibrate,
@@ -30,6 +29,7 @@ from qbench.methods.calibration import (
     mse_range,
     write_cache,
 )
+from qbench.methods.base import MakeContext
 from qbench.methods.export import INPUT_NAME, fp32_onnx
 from qbench.plugins import load_all
 from qbench.store.schema import RESULT_COLUMN_NAMES

@@ -113,10 +113,15 @@ def test_interrupted_run_keeps_measured_rows(tmp_path: Path, tiny_onnx: Path) ->
         time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    from qbench.store.parquet import load
+    from qbench.store.parquet import load, recover_journals
 
-    runs, results = load(store)  # finalises the journal left behind
+    runs, results = load(store)  # a reader: shows the killed run's rows, writes nothing
     assert list(results.cell_id) == ["tiny/fp32/onnxruntime/local/b1/t1"]
     assert results.status.iloc[0] == "ok"
     assert runs.finished_at.isna().all()
+    assert list(runs.run_state) == ["interrupted"]
+    assert list(journal.glob("*.jsonl"))
+    assert recover_journals(store)  # what the next run does first: the journal becomes Parquet
     assert not list(journal.glob("*.jsonl"))
+    runs, results = load(store)
+    assert list(results.cell_id) == ["tiny/fp32/onnxruntime/local/b1/t1"]

@@ -384,3 +384,91 @@ def test_remote_helpers(tmp_path: Path) -> None:
     assert hang.returncode == _remote.TIMEOUT_EXIT
     subprocess.run(["sh", "-c", _remote.cleanup_script(str(stage), ("s", "h"))], check=True)
     assert not stage.exists()
+
+
+def test_an_unknown_host_key_is_refused_and_accept_new_records_it(
+    sshd: Sshd, tmp_path: Path, tiny_onnx: Path
+) -> None:
+    """strict (the default) connects only to a pinned key; nothing runs on an unknown host."""
+    cell = _cell(tmp_path, tiny_onnx, "onnxruntime", 120)
+    remote_tmp = tmp_path / "remote-tmp"
+    remote_tmp.mkdir()
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    strict = SshParams(**sshd.params(remote_tmp, known_hosts=str(empty)))  # type: ignore[arg-type]
+    assert strict.host_key_check == "strict"
+    result = SshTransport().run_cell(cell, tmp_path / "a", strict)
+    assert result["status"] == "failed"
+    assert "Host key verification failed" in result["error"]
+    assert f"ssh-keyscan -p {sshd.port} 127.0.0.1 >> {empty}" in result["error"]
+    assert "artifact_sha256" not in result  # refused before prepare: nothing ran anywhere
+    assert os.listdir(remote_tmp) == []
+
+    fresh = tmp_path / "tofu_known_hosts"
+    tofu = sshd.params(remote_tmp, known_hosts=str(fresh), host_key_check="accept-new")
+    result = SshTransport().run_cell(cell, tmp_path / "b", SshParams(**tofu))  # type: ignore[arg-type]
+    assert result["status"] == "ok", result.get("error")
+    assert "ssh-ed25519" in fresh.read_text()  # recorded: the next strict connection is pinned
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("host", "-oProxyCommand=touch {marker}"),
+        ("host", "box;touch {marker}"),
+        ("user", "-oProxyCommand=touch {marker}"),
+        ("options", ["ProxyCommand=touch {marker}"]),
+        ("options", ["LocalCommand touch {marker}"]),
+    ],
+)
+def test_hosts_users_and_options_that_would_run_a_command_are_refused(
+    tmp_path: Path, field: str, value: object
+) -> None:
+    from pydantic import ValidationError
+
+    marker = tmp_path / "pwned"
+    given = (
+        [v.format(marker=marker) for v in value]
+        if isinstance(value, list)
+        else str(value).format(marker=marker)
+    )
+    params = {"host": "box", field: given}
+    with pytest.raises(ValidationError) as info:
+        SshParams(**params)  # type: ignore[arg-type]
+    assert info.value.errors()[0]["loc"][0] == field
+    assert not marker.exists()
+
+
+def test_every_ssh_call_ends_its_options_before_the_destination(tmp_path: Path) -> None:
+    from qbench.transports.ssh import _Ssh
+
+    conn = _Ssh(SshParams(host="box", user="me", multiplex=False), tmp_path)
+    argv = conn.command("true")
+    assert argv[argv.index("me@box") - 1] == "--"
+    assert "StrictHostKeyChecking=yes" in argv
+    assert f"UserKnownHostsFile={os.path.expanduser('~/.ssh/known_hosts')}" in argv
+    off = _Ssh(SshParams(host="box", host_key_check="off", multiplex=False), tmp_path)
+    assert "StrictHostKeyChecking=no" in off.command("true")
+    assert f"UserKnownHostsFile={os.devnull}" in off.command("true")
+
+
+def test_plan_time_check_of_files_and_folders(tmp_path: Path) -> None:
+    from qbench.params import CheckError
+
+    transport = SshTransport()
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    transport.check(SshParams(host="box", known_hosts=str(known)))
+    cases = [
+        ({"known_hosts": str(tmp_path / "missing")}, "known_hosts", "ssh-keyscan -p 22 box"),
+        ({"known_hosts": str(known), "key": str(tmp_path / "no_key")}, "key", "no such"),
+        ({"known_hosts": str(known), "remote_tmp": "tmp"}, "remote_tmp", "absolute"),
+    ]
+    for extra, field, words in cases:
+        with pytest.raises(CheckError) as info:
+            transport.check(SshParams(host="box", **extra))  # type: ignore[arg-type]
+        assert info.value.field == field and words in str(info.value)
+    # accept-new creates the file itself; off reads none
+    transport.check(SshParams(host="box", known_hosts=str(tmp_path / "new"),
+                              host_key_check="accept-new"))  # fmt: skip
+    transport.check(SshParams(host="box", known_hosts=str(tmp_path / "x"), host_key_check="off"))

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from qbench.store.parquet import RunWriter, load
+from qbench.store.parquet import RowError, RunWriter, load, recover_journals, run_rows
 from qbench.store.schema import RESULT_COLUMNS, RUN_COLUMNS, SCHEMA_VERSION
 from tests.conftest import REPO
 
@@ -285,9 +285,15 @@ def test_killed_run_is_recovered_from_its_journal(tmp_path: Path) -> None:
     assert journal.is_file()
     assert not (tmp_path / "results" / "r1.parquet").exists()
 
-    runs, results = load(tmp_path)
+    before = journal.read_bytes()
+    runs, results = load(tmp_path)  # a reader: shows the killed run, changes nothing
+    assert journal.read_bytes() == before
+    assert list(runs["run_state"]) == ["interrupted"]
+    assert list(results["latency_p50_ms"]) == [1.5, 2.5]
+    assert recover_journals(tmp_path) == ["r1"]  # the writer's side (the next run)
     assert not journal.exists()
     assert (tmp_path / "results" / "r1.parquet").is_file()
+    runs, results = load(tmp_path)
     assert list(runs["run_id"]) == ["r1"] and pd.isna(runs["finished_at"].iloc[0])
     assert runs["started_at"].iloc[0] == pd.Timestamp(T0)
     assert list(results["latency_p50_ms"]) == [1.5, 2.5]
@@ -313,7 +319,11 @@ def test_truncated_last_journal_line_is_dropped(tmp_path: Path) -> None:
 
     _, results = load(tmp_path)
     assert list(results["latency_p50_ms"]) == [1.0, 2.0]
+    assert journal.exists()
+    recover_journals(tmp_path)
     assert not journal.exists()
+    _, results = load(tmp_path)
+    assert list(results["latency_p50_ms"]) == [1.0, 2.0]
 
 
 def test_aware_non_utc_datetime_is_stored_as_the_same_instant(tmp_path: Path) -> None:
@@ -363,3 +373,114 @@ def test_duckdb_reads_the_store_without_qbench(tmp_path: Path) -> None:
     ).fetchall()
     assert n_samples == 12
     assert first_at == (T0 + timedelta(seconds=1)).timestamp()
+
+
+LIVE_WRITER = """
+import sys
+from qbench.store.parquet import RunWriter
+from tests.test_store import result_row, run_row
+
+writer = RunWriter(sys.argv[1], run_row("live"))
+for i in range(int(sys.argv[2])):
+    writer.append(result_row(i + 1, float(i + 1)))
+print("ready", flush=True)
+sys.stdin.readline()  # until the test says
+for i in range(int(sys.argv[2]), int(sys.argv[3])):
+    writer.append(result_row(i + 1, float(i + 1)))
+print("more", flush=True)
+sys.stdin.readline()
+"""
+
+
+def _live_writer(root: Path, first: int, total: int) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LIVE_WRITER, str(root), str(first), str(total)],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_readers_never_finalise_a_live_run_and_kill_9_loses_nothing(tmp_path: Path) -> None:
+    """The reported loss: a reader finalised a live run's journal, then a kill -9 lost every
+    row measured after the read. Readers now only read; the writer-side recovery skips a live
+    journal; after the kill every row is there."""
+    proc = _live_writer(tmp_path, 2, 5)
+    journal = tmp_path / "journal" / "live.jsonl"
+    runs, results = load(tmp_path)
+    assert list(runs["run_state"]) == ["running"]
+    assert list(results["latency_p50_ms"]) == [1.0, 2.0]
+    assert recover_journals(tmp_path) == []  # a live run is never finalised
+    assert journal.exists() and not (tmp_path / "results" / "live.parquet").exists()
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write("\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline().strip() == "more"
+    proc.kill()
+    proc.wait()
+    runs, results = load(tmp_path)
+    assert list(runs["run_state"]) == ["interrupted"]
+    assert recover_journals(tmp_path) == ["live"]
+    _, results = load(tmp_path)
+    assert list(results["latency_p50_ms"]) == [1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+def test_corrupt_files_are_skipped_with_one_warning_each(tmp_path: Path) -> None:
+    _two_run_store(tmp_path)
+    (tmp_path / "results" / "junk.parquet").write_bytes(b"PAR1\x00\xffnot parquet")
+    (tmp_path / "runs" / "junk.parquet").write_bytes(b"")
+    (tmp_path / "results" / "half.parquet.tmp").write_bytes(b"PAR1")  # ignored: not *.parquet
+    writer = RunWriter(tmp_path, run_row("r3"))
+    writer.append(result_row(1, 16.0))
+    writer._journal.close()  # killed
+    with writer.journal_path.open("ab") as fh:  # bad bytes, then a good row after them
+        fh.write(b"\xff\xfe garbage\n")
+        row = {**result_row(2, 32.0), "run_id": "r3", "schema_version": SCHEMA_VERSION}
+        fh.write(json.dumps({"kind": "result", "row": row}, default=str).encode() + b"\n")
+    said: list[str] = []
+    _runs, results = load(tmp_path, warn=said.append)
+    assert sorted(results["latency_p50_ms"]) == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
+    assert len(said) == 3, said
+    assert any("results/junk.parquet" in m for m in said)
+    assert any("runs/junk.parquet" in m for m in said)
+    assert any("r3.jsonl" in m and "1 line" in m for m in said)
+    assert recover_journals(tmp_path, warn=said.append) == ["r3"]
+    _, results = load(tmp_path, warn=None)
+    assert sorted(results["latency_p50_ms"]) == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
+
+
+def test_a_value_of_the_wrong_type_names_its_column(tmp_path: Path) -> None:
+    writer = RunWriter(tmp_path, run_row("r1"))
+    with pytest.raises(RowError, match="column quantized_nodes: 'many' is not int64"):
+        writer.append(result_row(1, 1.0, quantized_nodes="many"))
+    writer.append(result_row(2, 2.0))  # the writer goes on; the bad row never reached disk
+    assert "many" not in writer.journal_path.read_text()
+    writer.finish(finished_at=T0)
+    _, results = load(tmp_path)
+    assert list(results["latency_p50_ms"]) == [2.0]
+
+
+def test_reopen_continues_a_run_and_later_rows_replace_earlier(tmp_path: Path) -> None:
+    writer = RunWriter(tmp_path, run_row("r1"))
+    writer.append(result_row(1, 1.0))
+    writer.append(result_row(2, 2.0, status="failed"))
+    writer.finish(finished_at=T0)
+    again = RunWriter.reopen(tmp_path, "r1")
+    with pytest.raises(ValueError, match="still running"):
+        RunWriter.reopen(tmp_path, "r1")
+    runs, results = load(tmp_path)  # while reopened: the journal (every row) is what is read
+    assert list(runs["run_state"]) == ["running"]
+    assert list(results["latency_p50_ms"]) == [1.0, 2.0]
+    again.append(result_row(2, 2.5))
+    again.append(result_row(3, 3.0))
+    again.finish(finished_at=T0 + timedelta(hours=1))
+    _run, rows = run_rows(tmp_path, "r1")
+    assert [r["latency_p50_ms"] for r in rows] == [1.0, 2.5, 3.0]
+    assert all(r["status"] == "ok" for r in rows)
+    runs, results = load(tmp_path)
+    assert len(runs) == 1 and list(runs["run_state"]) == ["finished"]
+    assert list(results["latency_p50_ms"]) == [1.0, 2.5, 3.0]
+    assert not list((tmp_path / "journal").glob("*.jsonl"))

@@ -1,4 +1,10 @@
-"""PyTorch eager on the CPU: fp32 modules, and int8 through torch's x86 quantized engine."""
+"""PyTorch eager on the CPU: fp32 modules, and int8 through torch's x86 quantized engine.
+
+Artifacts are read with torch's weights-only unpickler: an artifact is a dict of plain values
+and a state dict (tensors, quantized tensors, dtypes, qschemes: all in torch's default
+weights-only set), so a file that would construct anything else, e.g. call os.system while it
+is unpickled, is refused (UnsafeArtifactError) before any of it runs.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,50 @@ from qbench.backends.base import Backend, Session, first_output, torch_args
 from qbench.inputs import Inputs, InputSpec
 from qbench.params import Params
 from qbench.plugins import backends, methods, models
+
+# What every artifact holds (qbench.methods.base.save_torch_artifact).
+ARTIFACT_KEYS = ("model", "model_params", "method", "method_params", "state_dict")
+
+
+class UnsafeArtifactError(ValueError):
+    """A torch artifact that is not plain data (a pickle that would construct other objects or
+    run code) or not a qbench artifact at all: refused, nothing of it was run. str(): one line."""
+
+
+def weights_only_reason(exc: Exception) -> str:
+    """The line of torch's multi-paragraph weights-only error that says what was refused
+    ("Trying to load unsupported GLOBAL posix.system ...")."""
+    boilerplate = ("Weights only load failed", "Check the documentation", "Re-running")
+    for line in str(exc).splitlines():
+        text = line.rpartition("WeightsUnpickler error:")[2].strip()
+        if text and not text.startswith(boilerplate) and not text.startswith("Please file"):
+            return text
+    return type(exc).__name__
+
+
+def load_artifact(artifact: Path) -> dict[str, Any]:
+    """A torch artifact's dict, read weights-only (no pickled code runs), on the CPU."""
+    import pickle
+
+    import torch
+
+    try:
+        saved = torch.load(artifact, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as exc:
+        raise UnsafeArtifactError(
+            f"torch artifact {artifact} refused: it holds more than tensors and plain values "
+            f"({weights_only_reason(exc)}); delete it so it is rebuilt"
+        ) from exc
+    if not isinstance(saved, dict):
+        raise UnsafeArtifactError(
+            f"torch artifact {artifact} is not a qbench artifact (holds a {type(saved).__name__})"
+        )
+    missing = [k for k in ARTIFACT_KEYS if k not in saved]
+    if missing:
+        raise UnsafeArtifactError(
+            f"torch artifact {artifact} is not a qbench artifact (no {', '.join(missing)})"
+        )
+    return saved
 
 
 class TorchParams(Params):
@@ -108,7 +158,7 @@ class TorchEagerBackend(Backend):
 
         assert isinstance(params, TorchParams)
         torch.set_num_threads(threads)
-        saved = torch.load(artifact, weights_only=False, map_location="cpu")
+        saved = load_artifact(artifact)
         source = models.get(saved["model"])()
         module = source.architecture(source.Params(**saved["model_params"]))
         method = methods.get(saved["method"])()

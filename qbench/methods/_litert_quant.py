@@ -6,7 +6,7 @@ Static (full-integer) recipes calibrate with a plain running min/max. ai-edge-qu
 dominate and later extremes barely move the range, which clips the logits) and takes no other
 update rule, so its `Calibrator` is driven directly with `qsv_utils.min_max_update`, in
 profiler mode (min/max tracked inside the interpreter; same ranges, about 4x faster). Other
-calibrators (percentile, entropy, mse: qbench.methods.calibration's) then narrow those ranges
+calibrators (percentile, entropy, mse: qbench.methods._calibration's) then narrow those ranges
 from histograms of the fp32 model's tensors (`calibrated_ranges`). `gptq_weights` re-rounds a
 quantized model's int8/int4 weights with GPTQ on the same scales (weight_only's rounding=gptq).
 """
@@ -167,7 +167,7 @@ def traced_samples(interpreter: Any, calib: np.ndarray) -> Iterator[Any]:
 def calibrated_ranges(fp32: Path, qsvs: dict[str, Any], calib: np.ndarray,
                       settings: Any) -> tuple[dict[str, Any], str]:  # fmt: skip
     """`qsvs` (min/max ranges) with each activation tensor's range chosen by the method
-    registry's calibrator (qbench.methods.calibration.CalibrationSettings: percentile and
+    registry's calibrator (qbench.methods._calibration.CalibrationSettings: percentile and
     entropy are ONNX Runtime's histogram calibrators, mse qbench's search on the grid of
     `settings.activations`, int8 asymmetric or int16 symmetric),
     from histograms of the fp32 flatbuffer's tensors over `calib` (builtin kernels, every
@@ -175,7 +175,7 @@ def calibrated_ranges(fp32: Path, qsvs: dict[str, Any], calib: np.ndarray,
     widen_outputs). Returns (ranges, a summary)."""
     from onnxruntime.quantization.calibrate import HistogramCollector
 
-    from qbench.methods.calibration import _TENSOR_TYPES, _floats, mse_range
+    from qbench.methods._calibration import _TENSOR_TYPES, _floats, mse_range
 
     if settings.calibrator == "minmax":
         return qsvs, "min/max"

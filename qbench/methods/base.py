@@ -137,7 +137,13 @@ def packed_bytes(ctx: MakeContext, weight_bits: Any) -> int:
 def save_torch_artifact(
     path: Path, ctx: MakeContext, method: str, params: Params, state_dict: dict[str, Any]
 ) -> None:
-    """A torch artifact: the state dict plus what is needed to rebuild its module."""
+    """A torch artifact: the state dict plus what is needed to rebuild its module.
+
+    Backends read it weights-only (tensors, quantized tensors, dtypes and plain values; no
+    pickled code runs), so it is read back that way here: a state dict holding anything else
+    fails its build with the reason, instead of every measurement of it."""
+    import pickle
+
     import torch
 
     torch.save(
@@ -152,3 +158,12 @@ def save_torch_artifact(
         },
         path,
     )
+    try:
+        torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as exc:
+        from qbench.backends.torch_eager import weights_only_reason
+
+        raise ValueError(
+            f"method {method} saved a torch artifact that a weights-only load refuses "
+            f"({weights_only_reason(exc)}): save tensors and plain values only"
+        ) from exc

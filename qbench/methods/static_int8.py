@@ -2,7 +2,7 @@
 
 ONNX format: ONNX Runtime's `quantize_static` (QDQ by default: uint8 activations, int8
 per-channel symmetric weights — the U8S8 form that ORT fuses into VNNI kernels on x86), with
-activation ranges from qbench.methods.calibration (min-max, percentile, entropy, mse) handed to
+activation ranges from qbench.methods._calibration (min-max, percentile, entropy, mse) handed to
 it as a calibration cache; 16-bit activations (QDQ only) as an option. Weight scales per tensor,
 per output channel, or per group of `group_size` weights of an output channel: ORT's QDQ model
 rewritten with opset-21 blocked DequantizeLinear (qbench.methods._blocked_qdq), which ORT runs
@@ -363,12 +363,12 @@ class StaticInt8(Method):
         return meta
 
     def _make_onnx(self, params: StaticInt8Params, ctx: MakeContext, out: Path) -> list[str]:
-        """Calibrate (qbench.methods.calibration), then quantize_static with those ranges."""
+        """Calibrate (qbench.methods._calibration), then quantize_static with those ranges."""
         import tempfile
 
         from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-        from qbench.methods.calibration import (
+        from qbench.methods._calibration import (
             QUANT_TYPES,
             CalibrationSettings,
             calibrate,
@@ -528,8 +528,8 @@ def _describe_tflite(params: StaticInt8Params) -> dict[str, Any]:
 
 
 def _make_tflite(params: StaticInt8Params, ctx: MakeContext, out: Path) -> list[str]:
+    from qbench.methods._calibration import CalibrationSettings
     from qbench.methods._litert_quant import aeq_version, full_integer, io_note
-    from qbench.methods.calibration import CalibrationSettings
 
     calib = ctx.one_input("LiteRT's full-integer path")
     bits_a = _tflite_activation_bits(params)

@@ -39,6 +39,7 @@ def build_report_html(runs: Any, results: Any, title: str = "qbench report") -> 
     return f"""{html_head(title, CSS)}
 <body>
 {_header(title, runs, df)}
+{_unfinished(runs)}
 {banner(df)}
 <h2>Hosts</h2>
 <p class="caption">The machine each run measured on, latest run first.</p>
@@ -154,3 +155,21 @@ def _hosts(runs: Any) -> str:
         tds = "".join(f"<td>{cell(r) or DASH}</td>" for r in records)
         lines.append(f"<tr><th>{esc(label)}</th>{tds}</tr>")
     return '<div class="scroll"><table class="hosts">' + "\n".join(lines) + "</table></div>"
+
+
+def _unfinished(runs: Any) -> str:
+    """A line for each run not finished when the page was written: its rows are the ones
+    measured so far (read from its journal), not a complete run."""
+    if "run_state" not in runs.columns:
+        return ""
+    open_runs = runs[runs["run_state"] != "finished"]
+    items = [
+        f"<li>run {esc(str(r.run_id))} ({esc(str(r.suite))}): "
+        + ("still running" if r.run_state == "running" else "interrupted (resume it with "
+           "<code>qbench run SUITE --resume</code>)")
+        + ": its rows are those measured so far</li>"
+        for r in open_runs.itertuples()
+    ]  # fmt: skip
+    return (
+        f'<div class="hwwarn" id="unfinished-runs"><ul>{"".join(items)}</ul></div>' if items else ""
+    )

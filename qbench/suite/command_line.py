@@ -52,6 +52,8 @@ class CommandLineSource(SuiteSource):
     def error(self, loc: Sequence[str | int], message: str) -> SuiteError:
         head = str(loc[0]) if loc else ""
         flag = _FLAGS.get(head, f"--{head}" if head else "")
+        if head == "scenario" and len(loc) > 1:
+            flag = f"--{loc[1]}"
         if head == "models" and len(loc) > 1 and isinstance(loc[1], int):
             param = str(loc[3]) if len(loc) > 3 and loc[2] == "params" else ""
             flag = _FIELDS_OF.get(param, "--model")

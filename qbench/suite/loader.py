@@ -15,6 +15,11 @@ from pydantic import ValidationError
 
 from qbench.suite.schema import Suite
 
+# A suite or device file is a page of YAML; anything larger is not one (a model given by
+# mistake, or a file crafted to exhaust memory).
+MAX_FILE_BYTES = 4 * 1024 * 1024
+MAX_VALUES = 200_000
+
 
 class SuiteError(Exception):
     """A suite that cannot be used. str() is one line: 'FILE:LINE: FIELD: what was expected'."""
@@ -39,9 +44,20 @@ class SuiteSource:
         self.path = Path(path)
         if text is None:
             try:
-                text = self.path.read_text(encoding="utf-8")
+                raw = self.path.read_bytes()
             except OSError as exc:
                 raise SuiteError(path, None, "", f"cannot read the file ({exc.strerror})") from None
+            if len(raw) > MAX_FILE_BYTES:
+                raise SuiteError(path, None, "", f"{len(raw)} bytes: too large for a suite or "
+                                 f"device file (at most {MAX_FILE_BYTES})")  # fmt: skip
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                line = raw[: exc.start].count(b"\n") + 1
+                byte = raw[exc.start]
+                raise SuiteError(path, line, "", f"not a UTF-8 text file (byte 0x{byte:02x} "
+                                 "cannot be read): a suite or device file is YAML "
+                                 "text") from None  # fmt: skip
         self.text = text
         try:
             self.root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -50,8 +66,21 @@ class SuiteSource:
             mark = exc.problem_mark or exc.context_mark
             line = mark.line + 1 if mark else None
             raise SuiteError(path, line, "", f"invalid YAML: {exc.problem or exc}") from None
+        except yaml.reader.ReaderError as exc:  # a NUL or other control character
+            line = text[: exc.position].count("\n") + 1
+            what = f"character #x{exc.character:04x}" if isinstance(exc.character, int) else "byte"
+            raise SuiteError(path, line, "", f"not a YAML text file: {what} is not allowed "
+                             f"({exc.reason})") from None  # fmt: skip
         except yaml.YAMLError as exc:
-            raise SuiteError(path, None, "", f"invalid YAML: {exc}") from None
+            raise SuiteError(
+                path, None, "", f"invalid YAML: {' '.join(str(exc).split())}"
+            ) from None
+        except RecursionError:
+            raise SuiteError(path, None, "", "invalid YAML: nested too deeply") from None
+        try:
+            _refuse_duplicate_keys(self.root, path)
+        except RecursionError:
+            raise SuiteError(path, None, "", "invalid YAML: nested too deeply") from None
         if not isinstance(self.data, dict):
             kind = type(self.data).__name__ if self.data is not None else "an empty file"
             raise SuiteError(path, 1, "", f"expected a mapping of suite fields, got {kind}")
@@ -82,6 +111,42 @@ class SuiteSource:
 
     def error(self, loc: Sequence[str | int], message: str) -> SuiteError:
         return SuiteError(self.path, self.line_of(loc), format_loc(loc), message)
+
+
+def _refuse_duplicate_keys(node: Any, path: str | Path) -> None:
+    """YAML lets a later key silently replace an earlier one (`warmup: 1` then `warmup: 2`):
+    refuse it, naming both lines, so what runs is what the file visibly says. Also refuse a
+    file whose aliases expand to more values than any suite has (a "billion laughs" file
+    would otherwise take the validator forever)."""
+    sizes: dict[int, int] = {}
+
+    def size(current: Any) -> int:
+        # post-order over unique nodes (aliases share them); sizes count expanded values
+        if id(current) in sizes:
+            return sizes[id(current)]
+        sizes[id(current)] = 1  # a recursive alias counts once
+        total = 1
+        if isinstance(current, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key, value in current.value:
+                if isinstance(key, yaml.ScalarNode):
+                    line = key.start_mark.line + 1
+                    if key.value in seen:
+                        first = seen[key.value]
+                        raise SuiteError(path, line, key.value, f"duplicate key: also on line "
+                                         f"{first} (YAML would keep only this one)")  # fmt: skip
+                    seen[key.value] = line
+                total += size(key) + size(value)
+        elif isinstance(current, yaml.SequenceNode):
+            total += sum(size(v) for v in current.value)
+        sizes[id(current)] = total
+        if total > MAX_VALUES:
+            raise SuiteError(path, current.start_mark.line + 1, "", f"expands to more than "
+                             f"{MAX_VALUES} values (through YAML aliases?)")  # fmt: skip
+        return total
+
+    if node is not None:
+        size(node)
 
 
 def _describe_input(value: Any) -> str:

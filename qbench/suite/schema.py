@@ -32,12 +32,33 @@ class MemberRef(Strict):
                 'empty name: YAML reads a bare null as no value; write "null" (quoted) to '
                 "name the null backend"
             )
+        named = value.get("name") if isinstance(value, dict) else value
+        if isinstance(named, bool):
+            raise ValueError(
+                f"YAML reads a bare {'yes/on/true' if named else 'no/off/false'} as a boolean, "
+                "not a name: quote it"
+            )
         return {"name": value} if isinstance(value, str) else value
 
 
+# Bounds on numbers a suite gives: far beyond any real use, so a typo (an extra three zeros)
+# or a crafted file is refused in one line instead of running for days or exhausting memory.
+MAX_BATCH = 65_536
+MAX_THREADS = 1_024
+MAX_LIST = 1_000  # values in one list of a suite (batch sizes, thread counts, fractions)
+
+
 class Scenario(Strict):
-    batch: list[int] = Field(default=[1], description="batch sizes; each is a cell")
-    threads: list[int] = Field(default=[1], description="intra-op thread counts; each is a cell")
+    batch: list[int] = Field(
+        default=[1],
+        max_length=MAX_LIST,
+        description=f"batch sizes (1..{MAX_BATCH}); each is a cell",
+    )
+    threads: list[int] = Field(
+        default=[1],
+        max_length=MAX_LIST,
+        description=f"intra-op thread counts (1..{MAX_THREADS}); each is a cell",
+    )
 
     @field_validator("batch", "threads", mode="before")
     @classmethod
@@ -48,19 +69,40 @@ class Scenario(Strict):
 
     @field_validator("batch", "threads")
     @classmethod
-    def _positive(cls, value: list[int]) -> list[int]:
+    def _positive(cls, value: list[int], info: Any) -> list[int]:
         if not value or any(v < 1 for v in value):
             raise ValueError("expected a positive integer or a non-empty list of them")
+        top = MAX_BATCH if info.field_name == "batch" else MAX_THREADS
+        too_big = [v for v in value if v > top]
+        if too_big:
+            raise ValueError(f"{too_big[0]} is more than any device runs: at most {top}")
         return value
 
 
 class Measurement(Strict):
-    warmup: int = Field(default=10, ge=0, description="untimed iterations before timing")
-    min_iters: int = Field(default=50, ge=1, description="time at least this many iterations")
-    min_seconds: float = Field(default=1.0, ge=0, description="...and at least this long")
-    max_iters: int = Field(default=100_000, ge=1, description="stop a round after this many")
-    repeats: int = Field(default=1, ge=1, description="timing rounds, each min_iters/min_seconds")
-    timeout_s: float = Field(default=900.0, gt=0, description="a cell's wall-clock limit")
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    warmup: int = Field(
+        default=10, ge=0, le=1_000_000, description="untimed iterations before timing"
+    )
+    min_iters: int = Field(
+        default=50, ge=1, le=10_000_000, description="time at least this many iterations"
+    )
+    min_seconds: float = Field(
+        default=1.0, ge=0, le=3600, description="...and at least this long (at most an hour)"
+    )
+    max_iters: int = Field(
+        default=100_000, ge=1, le=1_000_000_000, description="stop a round after this many"
+    )
+    repeats: int = Field(
+        default=1, ge=1, le=1000, description="timing rounds, each min_iters/min_seconds"
+    )
+    timeout_s: float = Field(
+        default=900.0,
+        gt=0,
+        le=7 * 24 * 3600,
+        description="a cell's wall-clock limit (at most a week)",
+    )
 
 
 class Accuracy(Strict):
@@ -69,19 +111,28 @@ class Accuracy(Strict):
         description="dataset for accuracy, fidelity and calibration of every model: a name or "
         "{name, params} (see `qbench list datasets`); auto: each model's own",
     )
-    samples: int = Field(default=500, ge=1, description="at most this many evaluation inputs")
+    samples: int = Field(
+        default=500, ge=1, le=10_000_000, description="at most this many evaluation inputs"
+    )
 
 
 class Calibration(Strict):
-    samples: int = Field(default=64, ge=1, description="representative inputs for calibration")
+    samples: int = Field(
+        default=64, ge=1, le=1_000_000, description="representative inputs for calibration"
+    )
     seed: int = Field(default=0, description="seed that picks the calibration inputs")
     outlier_fraction: list[float] = Field(
         default=[0.0],
+        max_length=MAX_LIST,
         description="share of calibration inputs made outliers (to test robust calibrators); "
         "a list gives each calibrating method one cell per value",
     )
     outlier_scale: float = Field(
-        default=10.0, gt=0, description="outlier inputs are the real input times this factor"
+        default=10.0,
+        gt=0,
+        le=1e6,
+        allow_inf_nan=False,
+        description="outlier inputs are the real input times this factor",
     )
 
     @field_validator("outlier_fraction", mode="before")
@@ -126,12 +177,18 @@ class Power(Strict):
     tdp_w: float | None = Field(
         default=None,
         gt=0,
+        le=100_000,
         description="TDP for mode estimate, watts; default: the device datasheet's tdp_w",
     )
 
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `off` (or no/false) as false and `on` as true: take them as meant
+        if isinstance(value, bool):
+            return {"mode": "measure" if value else "off"}
+        if isinstance(value, dict) and isinstance(value.get("mode"), bool):
+            return {**value, "mode": "measure" if value["mode"] else "off"}
         return {"mode": value} if isinstance(value, str) else value
 
 
@@ -155,7 +212,12 @@ class Rule(Strict):
 
 
 class Suite(Strict):
-    name: str = Field(description="suite name, stored with every row")
+    name: str = Field(
+        min_length=1,
+        max_length=100,
+        description="suite name, stored with every row (1-100 printable characters; the "
+        "default report is reports/NAME.html with anything but letters, digits, . _ - replaced)",
+    )
     description: str = Field(default="", description="what this suite is for")
     models: list[MemberRef] = Field(min_length=1, description="models (see `qbench list models`)")
     methods: list[MemberRef] = Field(
@@ -174,13 +236,23 @@ class Suite(Strict):
     accuracy: Accuracy = Field(default_factory=Accuracy, description="accuracy settings")
     calibration: Calibration = Field(default_factory=Calibration, description="calibration")
     power: Power = Field(
-        default_factory=Power, description="power and energy: measure, estimate or off"
+        default_factory=Power,
+        description="power and energy: measure, estimate or off (a bare YAML off/false is off)",
     )
     include: list[Rule] = Field(
         default=[], description="if given, keep only cells matching at least one rule"
     )
     exclude: list[Rule] = Field(default=[], description="drop cells matching any rule")
-    output: str = Field(default="results", description="store directory (relative to cwd)")
+    output: str = Field(
+        default="results", min_length=1, description="store directory (relative to cwd)"
+    )
     report: str | None = Field(
         default=None, description="HTML report written after the run (relative to cwd)"
     )
+
+    @field_validator("name")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if not value.isprintable():
+            raise ValueError("expected printable characters (no newline, tab or control character)")
+        return value

@@ -58,7 +58,10 @@ HOUSEKEEPING_S = 120
 
 class AdbParams(Params):
     serial: str | None = Field(
-        default=None, description="device serial (`adb devices`); default: the only one attached"
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$",
+        max_length=128,
+        description="device serial (`adb devices`); default: the only one attached",
     )
     adb: str = Field(default="adb", description="adb client (name on PATH or path)")
     remote_dir: str = Field(

@@ -14,6 +14,10 @@ class Transport:
     description: ClassVar[str]
     Params: ClassVar[type[Params]] = NoParams
 
+    def check(self, params: Params) -> None:
+        """Refuse, at plan time and without connecting, parameters that can never work (a
+        missing key file, a host that is not one): raise qbench.params.CheckError(field, why)."""
+
     def run_cell(self, cell: Cell, workdir: Path, params: Params) -> dict[str, Any]:
         """Run prepare then measure; return the merged stage results with status/error."""
         raise NotImplementedError

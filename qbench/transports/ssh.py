@@ -21,8 +21,14 @@ compilers, torch and the artifact cache). Then, through the system `ssh` client:
 
 The device needs Python with qbench and the backend's runtime installed (`pip install
 qbench[litert]` or similar), and a POSIX `sh` with `tar`, `timeout`, `cat` and `kill`.
-Host keys: accepted on first use into a known_hosts file private to the cell unless
-`known_hosts` names one to pin them.
+Host keys are verified: `host_key_check: strict` (the default) connects only to a host whose
+key is already in `known_hosts` (default ~/.ssh/known_hosts); add it once, after checking its
+fingerprint, with `ssh-keyscan -p PORT HOST >> ~/.ssh/known_hosts`. `accept-new` records an
+unknown host's key in `known_hosts` on first use (trust on first use) and refuses a changed
+one; `off` verifies nothing (a throw-away lab network only). `host` and `user` are checked at
+plan time (a host that begins with `-` would be read by ssh as an option), every ssh call
+puts `--` before the destination, and `options` that make ssh run a local command
+(ProxyCommand, LocalCommand, KnownHostsCommand, PermitLocalCommand) are refused.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import io
 import json
 import os
 import posixpath
+import re
 import secrets
 import shlex
 import shutil
@@ -42,11 +49,11 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from qbench.params import Params
+from qbench.params import CheckError, Params
 from qbench.plan import Cell
 from qbench.plugins import transports
 from qbench.transports import _remote
@@ -54,16 +61,32 @@ from qbench.transports._remote import failed as _failed
 from qbench.transports.base import Transport
 from qbench.transports.subprocess import THREAD_VARS, run_stage, wait_blocking
 
+HOST_KEY_OPTION = {"strict": "yes", "accept-new": "accept-new", "off": "no"}
 # Seconds the local guard allows beyond the remote `timeout` (connection setup, teardown).
 GUARD_S = 15
 # Seconds for each housekeeping call (mkdir + upload have their own, size-based budget).
 HOUSEKEEPING_S = 60
 
 
+# A host name, IPv4/IPv6 address (with a zone) or ssh_config alias; never an option.
+_HOST = re.compile(r"^[A-Za-z0-9_\[][A-Za-z0-9_.:%\[\]-]*$")
+_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$")
+_OPTION = re.compile(r"^[A-Za-z][A-Za-z0-9]*[ =]")
+# ssh options that run a command on this host: a device file must not carry them.
+_COMMAND_OPTIONS = ("proxycommand", "localcommand", "permitlocalcommand", "knownhostscommand",
+                    "match")  # fmt: skip
+
+
 class SshParams(Params):
-    host: str = Field(description="host name or address of the device (or a ~/.ssh/config Host)")
+    host: str = Field(
+        max_length=253,
+        description="host name or address of the device (or a ~/.ssh/config Host); letters, "
+        "digits and . _ - : % [ ], not starting with -",
+    )
     user: str | None = Field(
-        default=None, description="login user (default: ~/.ssh/config's, else the current user)"
+        default=None,
+        max_length=64,
+        description="login user (default: ~/.ssh/config's, else the current user)",
     )
     port: int = Field(default=22, ge=1, le=65535, description="sshd port")
     key: str | None = Field(default=None, description="private key file (default: ssh's own)")
@@ -75,10 +98,16 @@ class SshParams(Params):
         description="folder on the device under which each cell gets its own, removed after",
     )
     connect_timeout: int = Field(default=10, ge=1, description="seconds to establish a connection")
-    known_hosts: str | None = Field(
-        default=None,
-        description="known_hosts file pinning the device's host key "
-        "(default: a file private to the cell, key accepted on first use)",
+    known_hosts: str = Field(
+        default="~/.ssh/known_hosts",
+        description="known_hosts file holding the device's host key (see host_key_check)",
+    )
+    host_key_check: Literal["strict", "accept-new", "off"] = Field(
+        default="strict",
+        description="strict: the host key must already be in known_hosts (add it with "
+        "`ssh-keyscan -p PORT HOST >> FILE` after checking its fingerprint); accept-new: an "
+        "unknown host's key is recorded there on first use, a changed one refused; off: no "
+        "verification (anyone on the path can pose as the device)",
     )
     forward_env: list[str] = Field(
         default=list(_remote.FORWARDED_ENV_DEFAULT),
@@ -92,6 +121,40 @@ class SshParams(Params):
         default=True, description="one ssh connection per cell (OpenSSH ControlMaster)"
     )
 
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if not _HOST.match(value):
+            raise ValueError("expected a host name, address or ~/.ssh/config alias (letters, "
+                             "digits, . _ - : % [ ]; not starting with -)")  # fmt: skip
+        return value
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, value: str | None) -> str | None:
+        if value is not None and not _USER.match(value):
+            raise ValueError("expected a user name (letters, digits, . _ -; not starting with -)")
+        return value
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, value: list[str]) -> list[str]:
+        for option in value:
+            if not _OPTION.match(option):
+                raise ValueError(f"{option!r}: expected KEY=VALUE")
+            if re.split(r"[ =]", option, maxsplit=1)[0].lower() in _COMMAND_OPTIONS:
+                raise ValueError(f"{option!r}: options that run a command on this host are "
+                                 "refused (set them in ~/.ssh/config if you mean it)")  # fmt: skip
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+                raise ValueError(f"{name!r}: expected an environment variable name")
+        return value
+
 
 class _Ssh:
     """The system ssh client, configured once per cell."""
@@ -102,9 +165,7 @@ class _Ssh:
         self.dest = f"{params.user}@{params.host}" if params.user else params.host
         self.where = f"{self.dest}:{params.port}" if params.port != 22 else self.dest
         self.known_hosts = (
-            os.path.expanduser(params.known_hosts)
-            if params.known_hosts
-            else str(workdir / "known_hosts")
+            os.devnull if params.host_key_check == "off" else os.path.expanduser(params.known_hosts)
         )
         # Unix sockets have a ~100-byte path limit: keep the control socket short, in /tmp.
         self.control_dir = Path(tempfile.mkdtemp(prefix="qb-ssh-")) if params.multiplex else None
@@ -118,7 +179,7 @@ class _Ssh:
         args += [
             "-o", "BatchMode=yes",
             "-o", f"ConnectTimeout={p.connect_timeout}",
-            "-o", "StrictHostKeyChecking=accept-new",
+            "-o", f"StrictHostKeyChecking={HOST_KEY_OPTION[p.host_key_check]}",
             "-o", f"UserKnownHostsFile={self.known_hosts}",
             "-o", "LogLevel=ERROR",
             "-o", "ServerAliveInterval=15",
@@ -135,10 +196,10 @@ class _Ssh:
         log = self.workdir / "ssh-connect.stderr"
         if self.control_dir is not None:
             argv = self.argv(
-                "-o", "ControlMaster=yes", "-o", "ControlPersist=600", "-f", "-N", self.dest
+                "-o", "ControlMaster=yes", "-o", "ControlPersist=600", "-f", "-N", "--", self.dest
             )
         else:
-            argv = self.argv(self.dest, "true")
+            argv = self.argv("--", self.dest, "true")
         with open(log, "wb") as err:
             try:
                 proc = subprocess.run(
@@ -151,16 +212,22 @@ class _Ssh:
             except subprocess.TimeoutExpired:
                 return f"no answer within {self.params.connect_timeout + GUARD_S} s"
         if proc.returncode != 0:
-            return _remote.last_line(log.read_text(errors="replace")) or (
+            why = _remote.last_line(log.read_text(errors="replace")) or (
                 f"ssh exited with code {proc.returncode}"
             )
+            if "host key" in why.lower():
+                p = self.params
+                why += (f" (known_hosts {self.known_hosts}: add the device's key after checking "
+                        f"its fingerprint, `ssh-keyscan -p {p.port} {p.host} >> "
+                        f"{self.known_hosts}`, or set host_key_check)")  # fmt: skip
+            return why
         self.master = self.control_dir is not None
         return None
 
     def command(self, script: str) -> list[str]:
         """ssh argv running `script` with sh on the device, whatever the login shell is."""
         mux = ["-o", "ControlMaster=no"] if self.control_dir is not None else []
-        return self.argv(*mux, self.dest, "sh -c " + shlex.quote(script))
+        return self.argv(*mux, "--", self.dest, "sh -c " + shlex.quote(script))
 
     def run(
         self, script: str, timeout: float, stdin: bytes | None = None
@@ -176,7 +243,7 @@ class _Ssh:
     def close(self) -> None:
         if self.master:
             subprocess.run(
-                self.argv("-O", "exit", self.dest),
+                self.argv("-O", "exit", "--", self.dest),
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 timeout=HOUSEKEEPING_S,
@@ -210,6 +277,25 @@ class SshTransport(Transport):
     name = "ssh"
     description = "prepare here, measure on another machine over ssh (qbench's agent there)"
     Params = SshParams
+
+    def check(self, params: Params) -> None:
+        """Files the connection needs exist, the remote folder is absolute (plan time, no
+        connection made)."""
+        assert isinstance(params, SshParams)
+        if params.key and not Path(os.path.expanduser(params.key)).is_file():
+            raise CheckError("key", f"{params.key}: no such private key file")
+        if params.host_key_check != "off":
+            known = Path(os.path.expanduser(params.known_hosts))
+            if params.host_key_check == "strict" and not known.is_file():
+                raise CheckError("known_hosts", f"{params.known_hosts}: no such file; with "
+                                 "host_key_check strict the device's host key must be in it: "
+                                 f"`ssh-keyscan -p {params.port} {params.host} >> "
+                                 f"{params.known_hosts}` after checking its fingerprint, or "
+                                 "host_key_check: accept-new")  # fmt: skip
+            if known.exists() and not known.is_file():
+                raise CheckError("known_hosts", f"{params.known_hosts}: is not a file")
+        if not posixpath.isabs(params.remote_tmp):
+            raise CheckError("remote_tmp", f"{params.remote_tmp}: expected an absolute path")
 
     def run_cell(self, cell: Cell, workdir: Path, params: Params) -> dict[str, Any]:
         assert isinstance(params, SshParams)

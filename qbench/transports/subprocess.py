@@ -7,9 +7,11 @@ variables, set before the child imports anything.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,10 +21,13 @@ from typing import Any
 
 from pydantic import Field
 
-from qbench.params import Params
+from qbench.params import CheckError, Params
 from qbench.plan import Cell
 from qbench.plugins import transports
 from qbench.transports.base import Transport
+
+# The agent's parent (this process): the agent ends its process group when that parent is gone.
+PARENT_PID_VAR = "QBENCH_PARENT_PID"
 
 THREAD_VARS = (
     "OMP_NUM_THREADS",
@@ -62,11 +67,28 @@ def _describe_exit(code: int, stderr_path: Path) -> str:
     if stderr_path.exists():
         lines = [ln for ln in stderr_path.read_text(errors="replace").splitlines() if ln.strip()]
         tail = lines[-1].strip() if lines else ""
-    if code < 0:
-        what = f"crashed: killed by {signal.Signals(-code).name}"
-    else:
-        what = f"crashed: exit code {code}"
+    what = f"crashed: {describe_exit_code(code)}"
     return f"{what}; last stderr line: {tail}" if tail else what
+
+
+def describe_exit_code(code: int) -> str:
+    """Any exit status in words: a named signal, a real-time signal (which `signal.Signals`
+    does not name), or an exit code (a shell's 128+N for a signal says so too)."""
+    if code < 0:
+        return f"killed by {signal_name(-code)}"
+    if code > 128 and code - 128 < 65:
+        return f"exit code {code} (a shell's code for {signal_name(code - 128)})"
+    return f"exit code {code}"
+
+
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        low, high = signal.SIGRTMIN, signal.SIGRTMAX
+        if low <= number <= high:
+            return f"real-time signal SIGRTMIN+{number - low} ({number})"
+        return f"signal {number}"
 
 
 def run_stage(
@@ -81,12 +103,17 @@ def run_stage(
             stdout=stdout,
             stderr=stderr,
             stdin=subprocess.DEVNULL,
-            env=env,
+            # the agent dies with this process even after a kill -9 (qbench.agent: parent watch)
+            env={**env, PARENT_PID_VAR: str(os.getpid())},
             start_new_session=True,  # its own process group: a timeout kills its children too
         )
-        if not wait_blocking(proc, timeout):
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        try:
+            exited = wait_blocking(proc, timeout)
+        except BaseException:  # Ctrl-C or SIGTERM of qbench: the stage and its children go too
+            kill_group(proc)
+            raise
+        if not exited:
+            kill_group(proc)
             return {
                 "status": "timeout",
                 "error": f"{stage} exceeded the cell's time limit "
@@ -97,11 +124,27 @@ def run_stage(
     return {"status": "failed", "error": f"{stage} {_describe_exit(proc.returncode, stderr_path)}"}
 
 
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """Kill a stage's whole process group (it leads its own session) and reap it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 @transports.register
 class SubprocessTransport(Transport):
     name = "subprocess"
     description = "fresh local Python process per stage, with a timeout"
     Params = SubprocessParams
+
+    def check(self, params: Params) -> None:
+        """The interpreter exists and can be run (checked at plan time, without running it)."""
+        assert isinstance(params, SubprocessParams)
+        found = shutil.which(params.python)
+        if found is None:
+            what = "no such file" if not os.path.exists(params.python) else "not executable"
+            raise CheckError("python", f"{params.python}: {what}; expected a Python interpreter "
+                             "with qbench installed")  # fmt: skip
 
     def run_cell(self, cell: Cell, workdir: Path, params: Params) -> dict[str, Any]:
         assert isinstance(params, SubprocessParams)

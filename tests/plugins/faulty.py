@@ -6,9 +6,11 @@ Loaded in every process of a run through QBENCH_PLUGINS=tests.plugins.faulty.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -16,9 +18,17 @@ from qbench.backends.base import Backend, Session
 from qbench.params import Params
 from qbench.plugins import backends
 
+# Folder where the `block` mode writes the pids of its stage and of a grandchild it starts.
+PIDS_ENV = "QBENCH_TEST_PIDS"
+
 
 class FaultyParams(Params):
-    mode: Literal["crash", "hang", "raise"] = Field(description="how to fail when opening")
+    mode: Literal["crash", "hang", "raise", "block", "bad_row", "rt_signal"] = Field(
+        description="crash (SIGABRT), hang, raise; block: write the stage's pid and a "
+        "grandchild's to $QBENCH_TEST_PIDS, then wait; bad_row: measure normally (as the null "
+        "backend) but report a text where an integer column is; rt_signal: die by a real-time "
+        "signal"
+    )
 
 
 @backends.register
@@ -38,7 +48,39 @@ class FaultyBackend(Backend):
             os.abort()
         if params.mode == "hang":
             time.sleep(3600)
+        if params.mode == "block" and PIDS_ENV in os.environ:
+            folder = Path(os.environ[PIDS_ENV])
+            child = subprocess.Popen(["sleep", "3600"])  # a grandchild of qbench: must die too
+            (folder / "grandchild.pid").write_text(str(child.pid))
+            (folder / "stage.pid").write_text(str(os.getpid()))
+            time.sleep(3600)
+        if params.mode == "rt_signal":
+            os.kill(os.getpid(), signal.SIGRTMIN + 3)
+        if params.mode == "block":  # nothing to block for (a resumed run): measure as null
+            from qbench.backends.null import NullBackend, NullParams
+
+            return NullBackend().open(artifact, fmt, threads, NullParams())
+        if params.mode == "bad_row":
+            from qbench.backends.null import NullBackend, NullParams
+
+            return _BadRowSession(NullBackend().open(artifact, fmt, threads, NullParams()))
         raise RuntimeError("faulty backend raised on purpose")
+
+
+class _BadRowSession(Session):
+    """Measures as the null backend does, but reports a value of the wrong type."""
+
+    def __init__(self, inner: Session) -> None:
+        self.inner = inner
+
+    def runner(self, x: Any) -> Any:
+        return self.inner.runner(x)
+
+    def predict(self, x: Any) -> Any:
+        return self.inner.predict(x)
+
+    def inspect(self) -> dict[str, Any]:
+        return {"quantized_nodes": "many"}
 
 
 @backends.register
