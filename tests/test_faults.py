@@ -53,19 +53,14 @@ def _env(pids: Path | None) -> dict[str, str]:
     return env
 
 
+def _run_argv(suite: Path, store: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "qbench.cli", "run", str(suite), "--store", str(store),
+            "--no-report", *extra]  # fmt: skip
+
+
 def _start(suite: Path, store: Path, pids: Path, cwd: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "qbench.cli",
-            "run",
-            str(suite),
-            "--store",
-            str(store),
-            "--no-report",
-            "--quiet",
-        ],
+        _run_argv(suite, store, "--quiet"),
         env=_env(pids),
         cwd=cwd,
         stdout=subprocess.PIPE,
@@ -164,18 +159,7 @@ def test_kill_9_readers_resume(tmp_path: Path, tiny_onnx: Path) -> None:
 
     # ... until the next run sweeps it; --resume continues the killed run.
     resumed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "qbench.cli",
-            "run",
-            str(suite),
-            "--store",
-            str(store),
-            "--no-report",
-            "--resume",
-            "--json",
-        ],
+        _run_argv(suite, store, "--resume", "--json"),
         env=_env(None),
         cwd=tmp_path,
         capture_output=True,
@@ -282,24 +266,19 @@ def test_suite_name_cannot_place_the_report_outside_reports(tmp_path: Path) -> N
     assert not list(tmp_path.glob("**/escaped.html"))[1:]
 
 
-def test_litert_measure_process_holds_no_other_runtime(tmp_path: Path) -> None:
-    """The measure stage imports the cell's own backend and method only: a LiteRT cell's
-    process has no ONNX Runtime and no torch in it (their memory is not the cell's)."""
-    from qbench.plugins import load_all
-
-    if load_all().backends.get("litert")().unavailable():
-        pytest.skip("LiteRT is not installed")
+def _one_cell(tmp_path: Path, backend: str) -> tuple[Path, dict[str, str]]:
+    """A folder holding cell.json of digits_cnn fp32 on `backend`, and the agent's env."""
     from qbench.plan import build_plan
     from qbench.suite.loader import load_suite
 
     suite = write_suite(
         tmp_path,
-        """
-        name: iso
+        f"""
+        name: one
         models: [digits_cnn]
-        backends: [litert]
-        measurement: {warmup: 1, min_iters: 3, min_seconds: 0.01}
-        accuracy: {samples: 20}
+        backends: [{backend}]
+        measurement: {{warmup: 1, min_iters: 3, min_seconds: 0.01}}
+        accuracy: {{samples: 20}}
         power: off
         """,
     )
@@ -309,10 +288,27 @@ def test_litert_measure_process_holds_no_other_runtime(tmp_path: Path) -> None:
     (work / "cell.json").write_text(json.dumps(cell.to_json()))
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.pop("QBENCH_PLUGINS", None)
-    prep = subprocess.run([sys.executable, "-m", "qbench.agent", "prepare", str(work / "cell.json"),
-                           str(work / "prepared.json")], env=env, capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
-    assert json.loads((work / "prepared.json").read_text())["status"] == "ok", prep.stderr
+    return work, env
+
+
+def _stage(work: Path, env: dict[str, str], name: str) -> dict[str, object]:
+    """Run one agent stage on the folder's cell; its JSON result (prepare's is what measure
+    reads as prepared.json)."""
+    out = work / ("prepared.json" if name == "prepare" else f"{name}.json")
+    subprocess.run([sys.executable, "-m", "qbench.agent", name, str(work / "cell.json"),
+                    str(out)], env=env, timeout=600, check=False)  # fmt: skip
+    return json.loads(out.read_text())
+
+
+def test_litert_measure_process_holds_no_other_runtime(tmp_path: Path) -> None:
+    """The measure stage imports the cell's own backend and method only: a LiteRT cell's
+    process has no ONNX Runtime and no torch in it (their memory is not the cell's)."""
+    from qbench.plugins import load_all
+
+    if load_all().backends.get("litert")().unavailable():
+        pytest.skip("LiteRT is not installed")
+    work, env = _one_cell(tmp_path, "litert")
+    assert _stage(work, env, "prepare")["status"] == "ok"
     probe = (
         "import json, sys\n"
         "from qbench import agent\n"
@@ -331,40 +327,19 @@ def test_litert_measure_process_holds_no_other_runtime(tmp_path: Path) -> None:
 
 
 def test_a_cached_file_changed_between_prepare_and_measure_is_refused(tmp_path: Path) -> None:
-    from qbench.plan import build_plan
-    from qbench.suite.loader import load_suite
-
-    suite = write_suite(
-        tmp_path,
-        """
-        name: tamper
-        models: [digits_cnn]
-        backends: [onnxruntime]
-        measurement: {warmup: 1, min_iters: 3, min_seconds: 0.01}
-        accuracy: {samples: 20}
-        power: off
-        """,
-    )
-    (cell,) = build_plan(*load_suite(suite)).runnable
-    work = tmp_path / "cell"
-    work.mkdir()
-    (work / "cell.json").write_text(json.dumps(cell.to_json()))
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-
-    def stage(name: str) -> dict[str, object]:
-        subprocess.run([sys.executable, "-m", "qbench.agent", name, str(work / "cell.json"),
-                        str(work / f"{name}.json")], env=env, timeout=600, check=False)  # fmt: skip
-        return json.loads((work / f"{name}.json").read_text())
-
-    prepared = stage("prepare")
+    work, env = _one_cell(tmp_path, "onnxruntime")
+    prepared = _stage(work, env, "prepare")
     assert prepared["status"] == "ok"
-    (work / "prepared.json").write_text(json.dumps(prepared))
     eval_path = Path(str(prepared["eval_path"]))
-    data = bytearray(eval_path.read_bytes())
+    original = eval_path.read_bytes()  # a shared cache entry: put back afterwards
+    data = bytearray(original)
     data[-20] ^= 0xFF
     os.chmod(eval_path, 0o644)
     eval_path.write_bytes(bytes(data))
-    measured = stage("measure")
+    try:
+        measured = _stage(work, env, "measure")
+    finally:
+        eval_path.write_bytes(original)
     assert measured["status"] == "failed"
     assert "sha256" in str(measured["error"]) and eval_path.name in str(measured["error"])
 
