@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from qbench.cache import CacheEntry, cached_file, read_meta, verify_file
+from qbench.cache import CacheEntry, cached_file, read_meta, recorded_sha256, verify_file
 from qbench.datasets.base import Dataset, open_dataset
 from qbench.hostinfo import device_cpu
 from qbench.inputs import (
@@ -242,21 +242,22 @@ def prepare(cell: Cell) -> dict[str, Any]:
     if reference_note:
         notes.append(reference_note)
     meta["artifact_notes"] = notes
+    artifact_sha = _entry_sha(artifact)
     return {
         **meta,
         "model_macs": macs,
         "artifact_path": str(artifact),
         "artifact_cached": cached,
         "artifact_bytes": artifact.stat().st_size,
-        "artifact_sha256": file_sha256(str(artifact)),
+        "artifact_sha256": artifact_sha[:16],
         "prepare_s": time.perf_counter() - started,
         "eval_path": str(eval_path),
         # what measure checks the files against before it uses them (another process, maybe
         # another machine: a file changed in between is refused, never loaded)
         "file_sha256": {
-            "artifact_path": file_sha256(str(artifact), 64),
-            "eval_path": file_sha256(str(eval_path), 64),
-            **({"reference_path": file_sha256(str(reference_path), 64)} if reference_path else {}),
+            "artifact_path": artifact_sha,
+            "eval_path": _entry_sha(eval_path),
+            **({"reference_path": _entry_sha(reference_path)} if reference_path else {}),
         },
         "model_inputs": [s.to_json() for s in spec],
         "reference_path": None if reference_path is None else str(reference_path),
@@ -270,6 +271,12 @@ def prepare(cell: Cell) -> dict[str, Any]:
         "label_note": dataset.label_note,
         "measures_fidelity": dataset.measures_fidelity,
     }
+
+
+def _entry_sha(path: Path) -> str:
+    """A cache entry's full SHA-256: the one recorded when it was built (cached_file checked
+    it on this use), else read from the file (a user's own .tflite given as the artifact)."""
+    return recorded_sha256(path) or file_sha256(str(path), 64)
 
 
 def _check_onnx_loads(path: Path, method: str) -> None:

@@ -133,8 +133,7 @@ def resume_target(store: Path, suite_name: str, suite_text: str, run_id: str | N
     if run["suite_sha256"] != stable_hash(suite_text):
         raise ValueError(f"--resume: the suite changed since run {run['run_id']} (its cells and "
                          "settings may differ): run it without --resume")  # fmt: skip
-    here = fingerprint()
-    if fingerprint_of({**run, "host": run.get("host")}) != fingerprint_of(here):
+    if fingerprint_of(run) != fingerprint_of(fingerprint()):
         raise ValueError(f"--resume: run {run['run_id']} ran on other hardware "
                          f"({run.get('cpu_model')} on {run.get('host')})")  # fmt: skip
     return str(run["run_id"])
@@ -206,16 +205,15 @@ def run_plan(
     """Run the plan's cells into the store. With `resume` (a run id, see resume_target), the
     cells that run already measured or skipped are kept and only its missing, failed or
     timed-out cells run, into that same run."""
-    from qbench.store.parquet import RowError, RunWriter, recover_journals, run_rows
+    from qbench.store.parquet import RowError, RunWriter, recover_journals
 
     fam = load_all()
     sweep_stale_workroots()
     recover_journals(store)  # runs killed earlier (never a live one) become Parquet
     kept: dict[str, dict[str, Any]] = {}
     if resume:
-        _, old_rows = run_rows(store, resume)
-        kept = {r["cell_id"]: r for r in old_rows if r.get("status") in KEPT_ON_RESUME}
         writer = RunWriter.reopen(store, resume)
+        kept = {r["cell_id"]: r for r in writer.rows if r.get("status") in KEPT_ON_RESUME}
         run_id, started = resume, now()
     else:
         started = now()
