@@ -700,10 +700,11 @@ def load(root: str | Path, warn: Warn | None = warn_stderr) -> tuple[Any, Any]:
     """Both tables of a store as pandas DataFrames: (runs, results). Read only: it creates,
     changes and deletes nothing. Runs with a journal are read from it (its rows supersede
     those of the run's Parquet file, cell by cell), and the runs frame gets a derived column
-    `run_state`: finished (Parquet, or a journal with finished_at), running (its writer holds
-    the journal's lock) or interrupted (its writer is gone). A file that cannot be read is
-    skipped, with one line for `warn` (default: stderr):
+    `run_state`: finished (finished_at set), running (its writer holds the journal's lock) or
+    interrupted (its writer is gone, journal or Parquet without finished_at). A file that
+    cannot be read is skipped, with one line for `warn` (default: stderr):
     `qbench: warning: <path>: <what is wrong>; skipped`."""
+    import pandas as pd
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -736,7 +737,12 @@ def load(root: str | Path, warn: Warn | None = warn_stderr) -> tuple[Any, Any]:
     runs = _frame(run_tables, RUN_COLUMNS)
     results = _frame(result_tables, RESULT_COLUMNS)
     states = {run_id: journal.state for run_id, journal in journals.items()}
-    runs["run_state"] = [states.get(str(r), "finished") for r in runs["run_id"]]
+    # A killed run finalised by recovery has no finished_at: it stays "interrupted" (its
+    # missing cells are what `qbench run --resume` measures).
+    runs["run_state"] = [
+        states.get(str(r), "finished" if pd.notna(finished) else "interrupted")
+        for r, finished in zip(runs["run_id"], runs["finished_at"], strict=True)
+    ]  # fmt: skip
     return runs, results
 
 
@@ -744,7 +750,7 @@ def run_rows(
     root: str | Path, run_id: str, warn: Warn | None = warn_stderr
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The run row and result rows (one per cell) of one run, read only: its Parquet rows
-    superseded by its journal's, where it has one, and later rows of a cell by earlier ones.
+    superseded by its journal's, where it has one, and earlier rows of a cell by later ones.
     ValueError where the store has no such run (or its files cannot be read)."""
     say = warn or _quiet
     root = Path(root)
