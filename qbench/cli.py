@@ -283,10 +283,7 @@ def output_file(given: str, flag: str) -> Path:
     if path.is_dir():
         raise ValueError(f"{flag} {given}: is a folder; expected a file to write, e.g. "
                          f"{path / 'report.html'}")  # fmt: skip
-    for parent in path.parents:
-        if parent.exists() and not parent.is_dir():
-            raise ValueError(f"{flag} {given}: {parent} is a file, not a folder")
-    return path
+    return _folders_above(path, given, flag)
 
 
 def store_folder(given: str, flag: str) -> Path:
@@ -295,6 +292,11 @@ def store_folder(given: str, flag: str) -> Path:
     if path.exists() and not path.is_dir():
         raise ValueError(f"{flag} {given}: is a file; a store is a folder (it is created if "
                          "missing)")  # fmt: skip
+    return _folders_above(path, given, flag)
+
+
+def _folders_above(path: Path, given: str, flag: str) -> Path:
+    """No file stands where one of the path's folders would be made."""
     for parent in path.parents:
         if parent.exists() and not parent.is_dir():
             raise ValueError(f"{flag} {given}: {parent} is a file, not a folder")

@@ -353,3 +353,37 @@ def test_power_off_unquoted_means_off(tmp_path: Path) -> None:
         write_suite(tmp_path, "name: p\nmodels: [digits_cnn]\npower: {mode: off}\n")
     )
     assert suite.power.mode == "off"
+
+
+def test_an_interrupt_while_waiting_kills_a_child_in_its_own_session() -> None:
+    """Every transport waits through wait_or_kill: a Ctrl-C (here from a timer) while it waits
+    kills the child's group, which the terminal's signal would never reach."""
+    from qbench.transports.subprocess import wait_or_kill
+
+    child = subprocess.Popen(["sleep", "60"], start_new_session=True)
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.3)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            wait_or_kill(child, 30)  # type: ignore[arg-type]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert child.returncode == -signal.SIGKILL
+
+
+def test_exit_codes_are_described_whatever_the_signal() -> None:
+    from qbench.transports._remote import describe_remote_exit
+    from qbench.transports.subprocess import describe_exit_code
+
+    assert describe_exit_code(-signal.SIGKILL) == "killed by SIGKILL"
+    rt = int(signal.SIGRTMIN) + 3
+    assert describe_exit_code(-rt) == f"killed by real-time signal SIGRTMIN+3 ({rt})"
+    assert describe_exit_code(2) == "exit code 2"
+    assert describe_remote_exit("measure", 137, "", "pi@board") == (
+        "measure crashed on pi@board: exit code 137 (a shell's code for SIGKILL)"
+    )

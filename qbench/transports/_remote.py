@@ -23,7 +23,7 @@ from typing import Any
 
 from qbench.cache import meta_path
 from qbench.plan import Cell
-from qbench.transports.subprocess import THREAD_VARS
+from qbench.transports.subprocess import THREAD_VARS, describe_exit_code
 
 # Keys of prepare's result that name files measure opens; any other "*_path" key naming an
 # existing file travels too, so a new path added to prepare reaches the device unchanged.
@@ -170,10 +170,8 @@ def last_line(text: str) -> str:
 def describe_remote_exit(stage: str, code: int, stderr_tail: str, where: str) -> str:
     if code == NO_WORKDIR_EXIT:
         what = f"crashed: could not enter its folder on {where}"
-    elif code > 128:
-        what = f"crashed on {where}: exit code {code} (signal {code - 128})"
     else:
-        what = f"crashed on {where}: exit code {code}"
+        what = f"crashed on {where}: {describe_exit_code(code)}"
     tail = f"; last stderr line: {stderr_tail}" if stderr_tail else ""
     return f"{stage} {what}{tail}"
 

@@ -34,7 +34,6 @@ import re
 import secrets
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -50,7 +49,7 @@ from qbench.plugins import transports
 from qbench.transports import _remote
 from qbench.transports._remote import failed as _failed
 from qbench.transports.base import Transport
-from qbench.transports.subprocess import THREAD_VARS, run_stage, wait_blocking
+from qbench.transports.subprocess import THREAD_VARS, run_stage, wait_or_kill
 
 GUARD_S = 15
 HOUSEKEEPING_S = 120
@@ -330,9 +329,7 @@ class _Adb:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-            if not wait_blocking(proc, limit + _remote.KILL_AFTER_S + GUARD_S):
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            if not wait_or_kill(proc, limit + _remote.KILL_AFTER_S + GUARD_S):
                 return None, ""
         text = log.read_text(errors="replace")
         return _remote.exit_status(text, proc.returncode), text

@@ -42,7 +42,6 @@ import re
 import secrets
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
@@ -59,7 +58,7 @@ from qbench.plugins import transports
 from qbench.transports import _remote
 from qbench.transports._remote import failed as _failed
 from qbench.transports.base import Transport
-from qbench.transports.subprocess import THREAD_VARS, run_stage, wait_blocking
+from qbench.transports.subprocess import THREAD_VARS, run_stage, wait_or_kill
 
 HOST_KEY_OPTION = {"strict": "yes", "accept-new": "accept-new", "off": "no"}
 # Seconds the local guard allows beyond the remote `timeout` (connection setup, teardown).
@@ -379,9 +378,7 @@ class SshTransport(Transport):
             finally:
                 with contextlib.suppress(BrokenPipeError, ValueError):
                     proc.stdin.close()
-            if not wait_blocking(proc, max(1.0, deadline - time.monotonic())):
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            if not wait_or_kill(proc, max(1.0, deadline - time.monotonic())):
                 return _remote.timeout_result("copying files to the device", 0)
         if proc.returncode != 0:
             why = _remote.last_line(log.read_text(errors="replace"))
@@ -412,9 +409,7 @@ class SshTransport(Transport):
                 start_new_session=True,
             )
             # The device's `timeout` stops the stage; this guard only catches a hung link.
-            if not wait_blocking(proc, limit + _remote.KILL_AFTER_S + GUARD_S):
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            if not wait_or_kill(proc, limit + _remote.KILL_AFTER_S + GUARD_S):
                 return _remote.timeout_result("measure", limit), 0.0
         code = proc.returncode
         if code == _remote.TIMEOUT_EXIT:

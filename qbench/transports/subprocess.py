@@ -107,13 +107,7 @@ def run_stage(
             env={**env, PARENT_PID_VAR: str(os.getpid())},
             start_new_session=True,  # its own process group: a timeout kills its children too
         )
-        try:
-            exited = wait_blocking(proc, timeout)
-        except BaseException:  # Ctrl-C or SIGTERM of qbench: the stage and its children go too
-            kill_group(proc)
-            raise
-        if not exited:
-            kill_group(proc)
+        if not wait_or_kill(proc, timeout):
             return {
                 "status": "timeout",
                 "error": f"{stage} exceeded the cell's time limit "
@@ -125,10 +119,25 @@ def run_stage(
 
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """Kill a stage's whole process group (it leads its own session) and reap it."""
+    """Kill a child's whole process group (it leads its own session) and reap it."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def wait_or_kill(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """wait_blocking for a child started in its own session (a stage, an ssh or adb client):
+    True if it exited; past `timeout` its group is killed (False). A Ctrl-C or SIGTERM of
+    qbench while waiting kills the group too, then goes on up: a child in its own session
+    never gets the terminal's signal, so without this it would outlive qbench."""
+    try:
+        exited = wait_blocking(proc, timeout)
+    except BaseException:
+        kill_group(proc)
+        raise
+    if not exited:
+        kill_group(proc)
+    return exited
 
 
 @transports.register
