@@ -216,6 +216,13 @@ def prepare(cell: Cell) -> dict[str, Any]:
         # The LiteRT converter and quantizer change their output between releases.
         key["tools"] = {p: package_version(p) for p in ("litert-torch", "ai-edge-quantizer")}
         key["litert_quant"] = LITERT_QUANT_VERSION
+    elif fmt in ("openvino", "torch"):
+        from qbench.methods.export_tflite import package_version
+
+        # OpenVINO IR and NNCF's choices, torch.export programs (PT2E) and torchao's quantizer
+        # change between releases: an upgrade rebuilds instead of reusing a stale artifact.
+        tools = ("openvino", "nncf") if fmt == "openvino" else ("torch", "torchao")
+        key["tools"] = {p: package_version(p) for p in tools}
     suffix = {"onnx": ".onnx", "torch": ".pt"}.get(fmt, f".{fmt}")
 
     def build(tmp: Path) -> dict[str, Any] | None:

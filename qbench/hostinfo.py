@@ -145,6 +145,40 @@ def git_sha() -> str | None:
         return None
 
 
+def onednn_isa() -> str | None:
+    """The ISA oneDNN dispatches torch's kernels to on this host (its verbose `isa:` line, which
+    names AMX where torch's get_cpu_capability() does not), under this environment's
+    ONEDNN_MAX_CPU_ISA. Read in a child interpreter (importing torch here would cost the run
+    ~1 s and hold its memory) and remembered per CPU, torch version and cap in the cache."""
+    import json
+    from importlib.util import find_spec
+
+    from qbench.cache import cache_root
+    from qbench.params import stable_hash
+
+    if find_spec("torch") is None:
+        return None
+    torch_version = None
+    with contextlib.suppress(PackageNotFoundError):
+        torch_version = version("torch")
+    cpu = cpu_info()
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    key = stable_hash([cpu["cpu_model"], cpu["cpu_flags"], torch_version, cap])
+    path = cache_root() / "host" / f"onednn-isa-{key}.json"
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads(path.read_text())["isa"]
+    from qbench.backends._onednn import host_isa
+
+    isa = host_isa()
+    if isa:
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"isa": isa}))
+            tmp.replace(path)
+    return isa
+
+
 def fingerprint() -> dict[str, Any]:
     import json
 
@@ -158,4 +192,5 @@ def fingerprint() -> dict[str, Any]:
         "python": platform.python_version(),
         "packages_json": json.dumps(package_versions(), sort_keys=True),
         "git_sha": git_sha(),
+        "onednn_isa": onednn_isa(),
     }

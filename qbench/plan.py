@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 import itertools
 import math
 import types
@@ -329,6 +330,7 @@ def _skip_reason(
     typed: Any,
     source: Any,
     fmt_holder: list[str | None],
+    btyped: Any,
 ) -> str | None:
     if device.backends and backend_name not in device.backends:
         return (
@@ -349,12 +351,31 @@ def _skip_reason(
         )
     reasons = []
     for fmt in formats:
-        reason = method.unsupported(fmt, typed, source)
+        reason = method.unsupported(fmt, typed, source) or backend.refuses(
+            method.name, typed, fmt, btyped, device_cpu_flags(device)
+        )
         if reason is None:
             fmt_holder[0] = fmt
             return None
         reasons.append(reason)
     return "; ".join(reasons)
+
+
+def device_cpu_flags(device: Device) -> list[str]:
+    """The ISA flags of a device's CPU as far as planning knows them: the device file's
+    isa_features, else, for a device on this host (subprocess transport), this CPU's own."""
+    if device.isa_features:
+        return list(device.isa_features)
+    if device.transport.name == "subprocess":
+        return list(_host_flags())
+    return []
+
+
+@functools.cache
+def _host_flags() -> tuple[str, ...]:
+    from qbench.hostinfo import cpu_info
+
+    return tuple(cpu_info()["cpu_flags"])
 
 
 def _check_transports(devices: list[Device], fam: Families, source: SuiteSource) -> None:
@@ -450,7 +471,7 @@ def build_plan(suite: Suite, source: SuiteSource, families: Families | None = No
             seen.add(cell_id)
             fmt: list[str | None] = [None]
             reason = no_transport.get(device.name) or _skip_reason(
-                device, bref.name, backend, qm, qtyped, pm.source, fmt
+                device, bref.name, backend, qm, qtyped, pm.source, fmt, btyped
             )
             if reason is None and pm.fixed_batch is not None and batch != pm.fixed_batch:
                 reason = (f"model {model_label}'s graph takes a fixed batch of "

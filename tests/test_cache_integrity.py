@@ -221,7 +221,10 @@ def test_verify_file(tmp_path: Path) -> None:
 
 TORCH_METHODS = sorted(n for n in FAM.methods.names() if "torch" in FAM.methods.get(n).produces)
 # Variants whose state dicts hold more than default ones do (float layers, float activations).
-VARIANTS: list[tuple[str, dict[str, Any]]] = [(n, {}) for n in TORCH_METHODS] + [
+# static_int8's default torch artifact is a PT2E program (its safety: tests/test_pt2e.py); its
+# state-dict form is the legacy FX path's.
+DEFAULTS = {"static_int8": {"torch_flow": "fx"}}
+VARIANTS: list[tuple[str, dict[str, Any]]] = [(n, DEFAULTS.get(n, {})) for n in TORCH_METHODS] + [
     ("mixed", {"layers": {"features.0": 32, "classifier.*": 8}}),
     ("mixed", {"auto": True}),
     ("qat", {"bits_a": 32, "learned_scale": False}),

@@ -362,8 +362,10 @@ def test_describe_columns() -> None:
         assert "16-bit" in row["notes"][0]
     assert described(activations="int8")["bits_a"] == 8
     assert described(per_channel=False)["granularity"] == "per_tensor"
-    torch_row = described("torch")
-    assert torch_row["bits_a"] == 7 and torch_row["calibrator"] == "minmax"
+    legacy = described("torch", torch_flow="fx")
+    assert legacy["bits_a"] == 7 and legacy["calibrator"] == "minmax"
+    pt2e = described("torch")  # X86InductorQuantizer: full uint8 grid, histogram ranges
+    assert pt2e["bits_a"] == 8 and pt2e["calibrator"] == "histogram"
 
 
 @pytest.mark.parametrize(

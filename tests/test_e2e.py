@@ -42,7 +42,12 @@ def test_digits_suite_end_to_end(tmp_path: Path) -> None:
         assert int8.fp32_agreement_ci_low < int8.fp32_agreement <= int8.fp32_agreement_ci_high
         assert fp32.fp32_agreement == 1.0 and fp32.output_sqnr_db > 60
         assert int8.quantized_nodes == int8.compute_nodes > 0
-        assert int8.artifact_bytes < fp32.artifact_bytes / 2
+        # torch's int8 artifact is a PT2E program: its graph (about 100 kB of JSON) outweighs
+        # this 93k-parameter model's int8 weights; its packed weights are a quarter of fp32's
+        assert int8.artifact_bytes < fp32.artifact_bytes * (
+            0.5 if backend == "onnxruntime" else 0.6
+        )
+        assert int8.packed_bytes < fp32.packed_bytes / 3
         assert int8.execution == "native" and int8.bits_w == 8
         assert int8.calib_samples == 64 and int8.calib_sha256
         assert fp32.latency_p50_ms > 0 and fp32.peak_rss_mb > 0

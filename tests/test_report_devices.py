@@ -146,7 +146,9 @@ def test_devices_section_has_power_chart_and_labels(device_page: str) -> None:
     assert "Latency and accuracy per device" in section
     assert "Efficiency vs datasheet peak" in section
     assert "peaks from devices/coral-usb.yaml, devices/jetson-orin.yaml" in text
-    assert "local: no datasheet peak (no peak_fp32_tflops in devices/local.yaml)" in text
+    assert (
+        "local: no datasheet peak (no peak_fp32_tflops in devices/local.yaml, nor a clock" in text
+    )
     assert not re.search(r"\bnan\b", re.sub(r"<script.*?</script>", "", section, flags=re.S),
                          flags=re.I)  # fmt: skip
 
@@ -167,6 +169,38 @@ def test_efficiency_equals_hand_computation(tmp_path: Path) -> None:
     assert coral["efficiency"] == pytest.approx(2 * MACS * (1 / 1.02 * 1000) / 4e12)
     assert set(eff["device"]) == {"jetson-orin", "coral-usb"}
     assert any(n.startswith("local: no datasheet peak") for n in notes)
+
+
+AMX_CPU = ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile",
+           "amx_int8", "amx_bf16"]  # fmt: skip
+
+
+def test_a_cpu_without_datasheet_peaks_gets_its_isa_peak_with_and_without_amx(
+    tmp_path: Path,
+) -> None:
+    """devices/x86-vnni.yaml has a clock (3.8 GHz turbo) and 56 cores but no TOPS: the int8
+    peak of a 1-thread cell is AMX's 2048 ops/cycle × 1 core × 3.8 GHz, and VNNI's 256 when
+    the row's oneDNN kernels show that AMX was not used (an ISA cap)."""
+    amx = "convolution brg_conv_fwd:avx10_1_512_amx x20"
+    capped = "convolution brg_conv_fwd:avx512_core_vnni x20"
+    rows = [
+        {**_dev("static_int8", "x86-vnni", 1.0), "device_cpu_flags": AMX_CPU,
+         "onednn_kernels": amx, "cell_id": "a"},
+        {**_dev("static_int8", "x86-vnni", 2.0), "device_cpu_flags": AMX_CPU,
+         "onednn_kernels": capped, "cell_id": "b"},
+        {**_dev("fp32", "x86-vnni", 4.0), "device_cpu_flags": AMX_CPU, "cell_id": "c"},
+    ]  # fmt: skip
+    latest = latest_per_cell(prepare(load(write_store(tmp_path / "store", rows))[1]))
+    eff, _ = efficiency_rows(latest[latest["status"] == "ok"], repo_peaks)
+    by_cell = eff.set_index("cell_id")
+    assert by_cell.loc["a", "peak_ops_s"] == pytest.approx(2048 * 3.8e9)
+    assert by_cell.loc["b", "peak_ops_s"] == pytest.approx(256 * 3.8e9)
+    assert by_cell.loc["c", "peak_ops_s"] == pytest.approx(64 * 3.8e9)
+    assert by_cell.loc["a", "peak_key"] == "estimated from ISA"
+    assert "amx_int8" in by_cell.loc["a", "peak_source"]
+    assert "AMX not used" in by_cell.loc["b", "peak_source"]
+    throughput = 1 / (1.0 * 1.02) * 1000
+    assert by_cell.loc["a", "efficiency"] == pytest.approx(2 * MACS * throughput / (2048 * 3.8e9))
 
 
 def test_one_device_without_power_has_no_devices_section(tmp_path: Path) -> None:

@@ -73,7 +73,7 @@ def test_rebuild_gives_the_same_module_as_make() -> None:
     x = torch.randn(8, 3, 12, 12, generator=torch.Generator().manual_seed(2))
     model = WideReLU6().eval()
     made = _quantize(model, x, True)
-    rebuilt = static.rebuild_torch(copy.deepcopy(model), x[:1], static.Params())
+    rebuilt = static.rebuild_torch(copy.deepcopy(model), x[:1], static.Params(torch_flow="fx"))
     rebuilt.load_state_dict(made.state_dict())
     with torch.no_grad():
         np.testing.assert_array_equal(rebuilt(x).numpy(), made(x).numpy())

@@ -52,6 +52,16 @@ class Backend:
             return f"needs Python package(s) {', '.join(missing)}, not installed"
         return None
 
+    def refuses(
+        self, method: str, method_params: Params, fmt: str, params: Params, cpu_flags: list[str]
+    ) -> str | None:
+        """Why this backend will not run `method`'s artifact of format `fmt` with these
+        parameters on a device with these CPU ISA flags ([] where unknown), or None. Asked at
+        plan time, after the method said it can build the artifact: a runtime that lacks an
+        operator, or kernels this CPU would run pathologically slowly (the probe's readiness),
+        skip the cell with the reason instead of failing or timing it out."""
+        return None
+
     def version(self) -> str:
         raise NotImplementedError
 

@@ -138,6 +138,14 @@ class TorchCudaBackend(Backend):
 
         return f"{torch.__version__} (CUDA {torch.version.cuda})"
 
+    def refuses(
+        self, method: str, method_params: Params, fmt: str, params: Params, cpu_flags: list[str]
+    ) -> str | None:
+        if method in ("static_int8", "dynamic_int8"):
+            return (f"{method}'s torch artifact runs on torch's x86 quantized engine "
+                    "(or inductor's CPU int8 kernels): no CUDA kernels")  # fmt: skip
+        return None
+
     def open(self, artifact: Path, fmt: str, threads: int, params: Params) -> Session:
         import torch
 
@@ -146,7 +154,7 @@ class TorchCudaBackend(Backend):
         if why:
             raise RuntimeError(why)
         # The CPU backend's loader rebuilds the module (architecture, method, state dict).
-        cpu = TorchEagerBackend().open(artifact, fmt, threads, TorchParams())
+        cpu = TorchEagerBackend().open(artifact, fmt, threads, TorchParams(channels_last=False))
         module = cpu.module  # type: ignore[attr-defined]
         if count_torch_compute(module)[0]:
             raise RuntimeError(

@@ -1,4 +1,6 @@
-"""PyTorch eager on the CPU: fp32 modules, and int8 through torch's x86 quantized engine.
+"""PyTorch on the CPU: fp32 and fp16/bf16 modules (oneDNN kernels: AMX where the CPU has it),
+int8 PT2E programs compiled by inductor, and modules of torch's legacy x86 quantized engine;
+eager, or compiled by inductor (`compile`), with oneDNN's ISA optionally capped (`isa`).
 
 Artifacts are read with torch's weights-only unpickler: an artifact is a dict of plain values
 and a state dict (tensors, quantized tensors, dtypes, qschemes: all in torch's default
@@ -8,13 +10,15 @@ is unpickled, is refused (UnsafeArtifactError) before any of it runs.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
 
+from qbench.backends._onednn import ISA_LEVELS, set_isa_cap
 from qbench.backends.base import Backend, Session, first_output, torch_args
 from qbench.inputs import Inputs, InputSpec
 from qbench.params import Params
@@ -66,7 +70,35 @@ def load_artifact(artifact: Path) -> dict[str, Any]:
 
 
 class TorchParams(Params):
-    channels_last: bool = Field(default=False, description="NHWC memory format for fp32")
+    channels_last: bool | None = Field(
+        default=None,
+        description="NHWC memory format (oneDNN's blocked NHWC kernels). None: on for fp16/bf16 "
+        "models with convolutions that take 4-D inputs (bf16 ResNet-18 runs about 3x faster "
+        "in it on AMX: the half-precision kernels want blocked layouts), off for fp32 (about "
+        "15% faster in NHWC, but its outputs then differ from the NCHW reference by rounding: "
+        "set true to measure it) and int8 FX modules",
+    )
+    compile: bool | None = Field(
+        default=None,
+        description="torch.compile the module with inductor (weights frozen into the graph, "
+        "oneDNN kernels prepacked); the first call compiles (compile_s) and inductor's FX "
+        "graph cache under the qbench cache makes later processes reuse the compiled code. "
+        "None: only artifacts that need it (PT2E int8, which inductor lowers to int8 "
+        "kernels; eager would run its quantize/dequantize pairs in float)",
+    )
+    slow_kernels: bool = Field(
+        default=False,
+        description="run fp16/bf16 cells on a CPU the probe finds without fp16/bf16 "
+        "arithmetic (torch's CPU kernels then convert every element to float32: seconds per "
+        "ResNet-18 image); False skips them with that reason",
+    )
+    isa: Literal[ISA_LEVELS] | None = Field(  # type: ignore[valid-type]
+        default=None,
+        description="cap oneDNN's instruction set (ONEDNN_MAX_CPU_ISA), e.g. avx512_core_bf16 "
+        "to run the same cell without AMX: shows what AMX buys on this machine. oneDNN runs "
+        "torch's convolutions and matmuls; ATen's own vector kernels are not capped. The row's "
+        "onednn_isa and onednn_kernels say what oneDNN then used",
+    )
 
 
 def _is_quantized_compute(sub: Any) -> bool:
@@ -94,36 +126,144 @@ def count_torch_compute(module: Any) -> tuple[int, int]:
 
 
 class TorchSession(Session):
-    def __init__(self, module: Any, channels_last: bool) -> None:
+    """A module on the CPU. A compiled session compiles on the first call of runner() (not
+    timed; compile_s) for that batch's shapes; predict() feeds batches of the same shape."""
+
+    def __init__(
+        self,
+        module: Any,
+        channels_last: bool,
+        compiled: bool = False,
+        counts: tuple[int, int] | None = None,
+        notes: list[str] | None = None,
+    ) -> None:
         import torch
 
         self.module = module
         self.channels_last = channels_last
+        self.compiled = compiled
+        self.counts = counts
+        self.notes = list(notes or [])
+        self.compile_s: float | None = None
+        self.last_args: list[Any] | None = None
         # fp16/bf16 modules take inputs of their own type; quantized ones take float32.
         self.dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()),
                           torch.float32)  # fmt: skip
+        self.call = module
+
+    def _args(self, x: Inputs) -> list[Any]:
+        return torch_args(x, self.dtype, self.channels_last)
+
+    def _first_call(self, args: list[Any]) -> None:
+        """Compile now, outside any timing, and say whether inductor's cache served it."""
+        import time
+
+        import torch
+
+        if not self.compiled or self.compile_s is not None:
+            return
+        from torch._dynamo.utils import counters
+
+        before = dict(counters["inductor"])
+        started = time.perf_counter()
+        with torch.inference_mode():
+            self.call(*args)
+        self.compile_s = time.perf_counter() - started
+        after = counters["inductor"]
+
+        def grew(key: str) -> bool:
+            return after.get(key, 0) > before.get(key, 0)
+
+        if grew("fxgraph_cache_hit"):
+            cache = "compiled graph from inductor's cache"
+        elif grew("fxgraph_cache_bypass"):
+            # int8 graphs hold oneDNN-packed weights, which the graph cache cannot pickle;
+            # their C++ kernels still come from the on-disk code cache
+            cache = ("graph cache bypassed (oneDNN-packed weights); C++ kernels an earlier "
+                     "process compiled come from inductor's code cache")  # fmt: skip
+        else:
+            cache = "compiled (graph cache miss)"
+        self.notes.append(
+            f"torch.compile (inductor, frozen weights): first call {self.compile_s:.1f} s, " + cache
+        )
 
     def runner(self, x: Inputs) -> Callable[[], Any]:
         import torch
 
-        module, args = self.module, torch_args(x, self.dtype, self.channels_last)
+        call, args = self.call, self._args(x)
+        self._first_call(args)
+        self.last_args = args
 
         def run() -> Any:
             with torch.inference_mode():
-                return module(*args)
+                return call(*args)
 
         return run
 
     def predict(self, x: Inputs) -> np.ndarray:
         import torch
 
+        args = self._args(x)
+        self._first_call(args)
         with torch.inference_mode():
-            out = first_output(self.module(*torch_args(x, self.dtype, self.channels_last)))
-            return out.float().numpy()
+            return first_output(self.call(*args)).float().numpy()
 
     def inspect(self) -> dict[str, Any]:
-        quantized, compute = count_torch_compute(self.module)
-        return {"quantized_nodes": quantized, "compute_nodes": compute}
+        import torch
+
+        from qbench.backends._onednn import (
+            kernel_summary,
+            kernels_from_verbose,
+            observed_isa,
+            verbose_text,
+        )
+
+        quantized, compute = self.counts or count_torch_compute(self.module)
+        row: dict[str, Any] = {"quantized_nodes": quantized, "compute_nodes": compute}
+        notes = list(self.notes)
+        if self.last_args is not None and torch.backends.mkldnn.is_available():
+            args = self.last_args
+
+            def once() -> None:
+                with torch.inference_mode():
+                    self.call(*args)
+
+            kernels = kernels_from_verbose(verbose_text(once))
+            if kernels:
+                row["onednn_kernels"] = kernel_summary(kernels, limit=12)
+            else:
+                notes.append("oneDNN ran no primitive for this model (ATen or other kernels)")
+            row["onednn_isa"] = observed_isa()
+        if self.compile_s is not None:
+            row["compile_s"] = self.compile_s
+        row["notes"] = notes
+        return row
+
+
+def compile_module(module: Any) -> Any:
+    """torch.compile with inductor, weights frozen (what lets inductor prepack oneDNN weights
+    and lower PT2E's quantize/dequantize patterns to int8 kernels), compiled code cached under
+    the qbench cache so the next process that compiles the same graph reuses it."""
+    import torch
+
+    from qbench.cache import cache_root
+
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root() / "inductor"))
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True
+    inductor_config.fx_graph_cache = True
+    return torch.compile(module, dynamic=False)
+
+
+def _half_cnn(module: Any, saved: dict[str, Any]) -> bool:
+    """A fp16/bf16 module with convolutions that takes 4-D inputs: channels_last's case."""
+    import torch
+
+    half = any(p.dtype in (torch.float16, torch.bfloat16) for p in module.parameters())
+    specs = [InputSpec.from_json(s) for s in saved.get("inputs") or []]
+    four_d = any(len(s.shape) == 3 for s in specs) if specs else len(saved["input_shape"]) == 3
+    return half and four_d and any(isinstance(m, torch.nn.Conv2d) for m in module.modules())
 
 
 def example_args(saved: dict[str, Any]) -> Any:
@@ -143,7 +283,10 @@ def example_args(saved: dict[str, Any]) -> Any:
 @backends.register
 class TorchEagerBackend(Backend):
     name = "torch"
-    description = "PyTorch eager, CPU (fp32; int8 via the x86 quantized engine)"
+    description = (
+        "PyTorch on the CPU, eager or torch.compile (inductor): fp32, bf16/fp16 (oneDNN, AMX "
+        "where present), int8 (PT2E through inductor, or the legacy x86 engine)"
+    )
     Params = TorchParams
     loads = ("torch",)
     requires = ("torch",)
@@ -154,11 +297,20 @@ class TorchEagerBackend(Backend):
         return torch.__version__
 
     def open(self, artifact: Path, fmt: str, threads: int, params: Params) -> Session:
+        assert isinstance(params, TorchParams)
+        # before anything creates a oneDNN primitive in this process: oneDNN reads it once
+        set_isa_cap(params.isa)
         import torch
 
-        assert isinstance(params, TorchParams)
         torch.set_num_threads(threads)
         saved = load_artifact(artifact)
+        notes = [f"oneDNN ISA capped at {params.isa}"] if params.isa else []
+        if "exported" in saved:  # a PT2E program (static_int8 torch_flow=pt2e): see refuses
+            from qbench.methods._pt2e import count_pt2e_compute, load_exported
+
+            module = load_exported(saved["exported"])
+            counts = count_pt2e_compute(module)
+            return TorchSession(compile_module(module), False, True, counts, notes)
         source = models.get(saved["model"])()
         module = source.architecture(source.Params(**saved["model_params"]))
         method = methods.get(saved["method"])()
@@ -167,7 +319,38 @@ class TorchEagerBackend(Backend):
         module.load_state_dict(saved["state_dict"])
         module.eval()
         quantized = any(_is_quantized_compute(m) for m in module.modules())
-        channels_last = params.channels_last and not quantized
+        wanted = params.channels_last
+        channels_last = not quantized and (_half_cnn(module, saved) if wanted is None else wanted)
         if channels_last:
             module = module.to(memory_format=torch.channels_last)
-        return TorchSession(module, channels_last)
+            if wanted is None:
+                notes.append("channels_last (NHWC) memory format: a half-precision CNN")
+        counts = count_torch_compute(module)
+        session = TorchSession(module, channels_last, params.compile, counts, notes)
+        if params.compile:
+            session.call = compile_module(module)
+        return session
+
+    def refuses(
+        self, method: str, method_params: Params, fmt: str, params: Params, cpu_flags: list[str]
+    ) -> str | None:
+        from qbench.probe import kernel_readiness
+
+        assert isinstance(params, TorchParams)
+        if is_pt2e(method, method_params) and params.compile is False:
+            return (
+                "torchao PT2E int8 runs through inductor (eager would run its "
+                "quantize/dequantize pairs in float32): leave compile unset or true"
+            )
+        if method in ("fp16", "bf16") and cpu_flags and not params.slow_kernels:
+            why = kernel_readiness(cpu_flags)[method]
+            if why:
+                return (f"this CPU has {why} (probe): torch's {method} CPU kernels convert every "
+                        "element to float32, seconds per ResNet-18 image; backend parameter "
+                        "slow_kernels: true runs it anyway")  # fmt: skip
+        return None
+
+
+def is_pt2e(method: str, method_params: Params) -> bool:
+    """Whether the method builds a PT2E program (torch.export) rather than a module."""
+    return method == "static_int8" and getattr(method_params, "torch_flow", None) == "pt2e"

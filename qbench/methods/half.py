@@ -4,6 +4,9 @@ ONNX: the graph converted to float16 with float32 inputs/outputs kept. ONNX Runt
 execution provider has no fp16 convolution kernels on x86 and inserts casts back to float32
 (shared/facts.md), so those cells are labelled `simulated`; bf16 ONNX is not built (no CPU
 kernels at all). Torch: the module cast to fp16/bf16; torch's CPU kernels take those types.
+OpenVINO: the fp32 model's IR marked with the precision (qbench.methods._openvino_ir), which the
+openvino backend runs with INFERENCE_PRECISION_HINT bf16/f16 (native where the probe finds
+the CPU's bf16/fp16 arithmetic; elsewhere the backend skips the cell with the reason).
 LiteRT (tflite): fp16 weights from ai-edge-quantizer's float_casting, each behind a DEQUANTIZE
 to float32; LiteRT's CPU (XNNPACK) folds them into float32 weights at load, so the cells are
 `simulated`; bf16 is not built (float_casting writes float16 only).
@@ -26,30 +29,50 @@ from qbench.plugins import methods
 
 
 class _HalfFloat(Method):
-    produces = ("torch", "onnx", "tflite")
+    # "openvino" before "onnx": the openvino backend loads both, and runs this method from an
+    # IR marked with its inference precision (the ONNX graph would be ORT's cast-back form)
+    produces = ("torch", "openvino", "onnx", "tflite")
     torch_dtype: ClassVar[str]
 
     def execution(self, fmt: str, params: Params) -> str:
         return "simulated" if fmt in ("onnx", "tflite") else "native"
 
     def describe(self, fmt: str, params: Params) -> dict[str, Any]:
+        if fmt == "openvino":
+            precision = self.name.replace("fp", "f")
+            return {"bits_w": 16, "bits_a": 16, "act_dtype": self.torch_dtype,
+                    "weight_dtype": self.torch_dtype, "weight_scheme": "float",
+                    "notes": [f"OpenVINO CPU plugin, INFERENCE_PRECISION_HINT {precision}: "
+                              f"{self.name} kernels (AMX where the CPU has them)"]}  # fmt: skip
         if fmt == "onnx":
             notes = ["ONNX Runtime CPU: fp16 weights are cast to float32 kernels (no fp16 compute)"]
         elif fmt == "tflite":
             notes = ["LiteRT CPU: fp16 weights are dequantized to float32 (XNNPACK converts them "
                      "at load); no fp16 arithmetic on x86"]  # fmt: skip
         else:
-            notes = ["torch CPU half-precision kernels; without AVX512-FP16 or AMX they convert "
-                     "to float32 inside each kernel"]  # fmt: skip
+            notes = [
+                f"torch CPU {self.name} kernels (oneDNN: AMX or AVX-512 {self.name} where the CPU "
+                "has them, else converted to float32; onednn_kernels says which ran)"
+            ]
         float_acts = fmt in ("onnx", "tflite")
-        act = "float32" if float_acts else self.name.replace("fp", "float")
+        act = "float32" if float_acts else self.torch_dtype
         return {"bits_w": 16, "bits_a": 32 if float_acts else 16, "act_dtype": act,
-                "weight_dtype": self.name.replace("fp", "float"), "weight_scheme": "float",
+                "weight_dtype": self.torch_dtype, "weight_scheme": "float",
                 "notes": notes}  # fmt: skip
+
+    def unsupported(self, fmt: str, params: Params, source: Any) -> str | None:
+        if fmt == "openvino" and source.format == "tflite":
+            return (f"model {source.name} is a .tflite file; OpenVINO artifacts are built from "
+                    "the fp32 ONNX export of torch modules and ONNX files")  # fmt: skip
+        return super().unsupported(fmt, params, source)
 
     def make(self, fmt: str, params: Params, ctx: MakeContext, out: Path) -> dict[str, Any]:
         meta: dict[str, Any] = {"packed_bytes": packed_bytes(ctx, lambda _, w: _numel(w) * 16)}
-        if fmt == "onnx":
+        if fmt == "openvino":
+            from qbench.methods._openvino_ir import make_precision_ir
+
+            meta.update(make_precision_ir(ctx, out, self.name))
+        elif fmt == "onnx":
             import onnx
             from onnxruntime.transformers.float16 import convert_float_to_float16
 

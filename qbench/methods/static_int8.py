@@ -7,7 +7,12 @@ it as a calibration cache; 16-bit activations (QDQ only) as an option. Weight sc
 per output channel, or per group of `group_size` weights of an output channel: ORT's QDQ model
 rewritten with opset-21 blocked DequantizeLinear (qbench.methods._blocked_qdq), which ORT runs
 as float Conv/Gemm on dequantized weights (it has no blocked int8 kernel), hence "simulated".
-Torch format: torch.ao FX graph mode with the `x86` engine, min/max calibrated activations.
+Torch format (`torch_flow`): by default torchao's PT2E flow (qbench.methods._pt2e): the module
+exported with torch.export, quantized by X86InductorQuantizer (uint8 asymmetric activations on
+the full 8-bit grid from HistogramObserver ranges, int8 symmetric per-channel weights), saved as
+an ExportedProgram inside the artifact and compiled by inductor, which lowers it to oneDNN int8
+kernels. `torch_flow: fx` keeps the legacy torch.ao FX graph mode path with the `x86` engine
+(min/max calibrated activations on a 7-bit range; deprecated in torch, kept while it imports).
 LiteRT (tflite): ai-edge-quantizer's full-integer recipes on the fp32 conversion (int8
 symmetric per-channel weights; int8 asymmetric or int16 symmetric activations; integer model
 I/O), activation ranges from a plain min/max over the calibration inputs or, with another
@@ -146,7 +151,18 @@ class StaticInt8Params(Params):
         "free upper codes already hold values up to the range's width past its maximum",
     )
 
+    torch_flow: Literal["pt2e", "fx"] = Field(
+        default="pt2e",
+        description="torch only: pt2e = torchao's PT2E flow (torch.export, X86InductorQuantizer "
+        "with its default config, convert_pt2e), run compiled by inductor (oneDNN int8 "
+        "kernels); fx = legacy torch.ao FX graph mode with the x86 engine (deprecated in "
+        "torch, kept while torch.ao.quantization.quantize_fx imports), run eagerly",
+    )
+
     omitted_at_default: ClassVar[dict[str, Any]] = {
+        # torch_flow: the ONNX and LiteRT artifacts and their rows' parameters do not change
+        # (the torch artifact does: version 6)
+        "torch_flow": "pt2e",
         "equalize": False,
         "equalize_headroom": 0.5,
         "equalize_max_scale": 16.0,
@@ -169,6 +185,20 @@ _ONNX_ONLY = (
 )
 # Settings only the LiteRT path (qbench's own passes around ai-edge-quantizer) knows.
 _LITERT_ONLY = ("equalize", "equalize_headroom", "equalize_max_scale", "rounding")
+# Settings only the torch path knows.
+_TORCH_ONLY = ("torch_flow",)
+FX_LEGACY_NOTE = "legacy torch.ao FX path (deprecated)"
+
+
+def _fx_unavailable() -> str | None:
+    """Why the legacy FX path cannot be built here, or None."""
+    try:
+        from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx  # noqa: F401
+    except Exception as exc:  # ImportError, or anything a removed module raises
+        line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return (f"torch_flow=fx: torch.ao.quantization.quantize_fx no longer imports ({line}); "
+                "use torch_flow=pt2e")  # fmt: skip
+    return None
 
 
 def _changed(params: StaticInt8Params, names: tuple[str, ...]) -> list[str]:
@@ -237,7 +267,10 @@ def _relu6_ranges(prepared: Any) -> int:
 @methods.register
 class StaticInt8(Method):
     name = "static_int8"
-    description = "post-training static int8 (ORT quantize_static QDQ; torch FX x86 engine)"
+    description = (
+        "post-training static int8 (ORT quantize_static QDQ; torch: torchao PT2E + inductor, "
+        "or the legacy FX x86 engine)"
+    )
     Params = StaticInt8Params
     produces = ("onnx", "torch", "tflite")
     uses_calibration = True
@@ -245,8 +278,9 @@ class StaticInt8(Method):
     # qbench's own calibration run (entropy with 2048 histogram bins, mse) through a cache.
     # 4: torch path quantizes ReLU6 inputs on [0, 6] (_relu6_ranges). 5: ONNX and LiteRT model
     # outputs' ranges widened by output_range_scale; LiteRT's calibrators choose the outputs'
-    # ranges too (they were kept at min-max, which outliers stretch).
-    version = 5
+    # ranges too (they were kept at min-max, which outliers stretch). 6: torch artifacts from
+    # torchao's PT2E flow by default (torch_flow; fx builds version 5's torch artifact).
+    version = 7
 
     def execution(self, fmt: str, params: Params) -> str:
         assert isinstance(params, StaticInt8Params)
@@ -261,20 +295,7 @@ class StaticInt8(Method):
         if fmt == "tflite":
             return _describe_tflite(params)
         if fmt == "torch":
-            return {
-                "bits_w": 8,
-                "bits_a": 7,
-                "granularity": "per_channel",
-                "calibrator": "minmax",
-                "symmetric_weights": True,
-                "act_dtype": "uint8",
-                "weight_dtype": "int8",
-                "weight_scheme": "uniform",
-                "notes": [
-                    "torch x86 engine: activations use a 7-bit range (reduce_range)",
-                    "a ReLU6's input is quantized on [0, 6] (torch fuses no conv with ReLU6)",
-                ],
-            }
+            return _describe_torch(params)
         row: dict[str, Any] = {
             "bits_w": 7 if params.reduce_range else 8,
             "bits_a": 16 if params.activations.endswith("16") else 8,
@@ -306,7 +327,13 @@ class StaticInt8(Method):
     def unsupported(self, fmt: str, params: Params, source: Any) -> str | None:
         assert isinstance(params, StaticInt8Params)
         if fmt == "tflite":
-            return super().unsupported(fmt, params, source) or _tflite_unsupported(params)
+            torch_only = _changed(params, _TORCH_ONLY)
+            return (
+                super().unsupported(fmt, params, source)
+                or (", ".join(torch_only) + " is a torch setting; the tflite path takes the "
+                    "default" if torch_only else None)
+                or _tflite_unsupported(params)
+            )  # fmt: skip
         reason = super().unsupported(fmt, params, source)
         if reason:
             return reason
@@ -315,19 +342,11 @@ class StaticInt8(Method):
             return (", ".join(litert_only) + " is built for LiteRT (tflite) only (passes on "
                     f"the .tflite flatbuffer); the {fmt} path takes the default")  # fmt: skip
         if fmt == "torch":
-            if _changed(params, ("output_range_scale",)):
-                return ("torch x86 engine path takes no output_range_scale: its outputs' 7-bit "
-                        "grid in a quint8 tensor already leaves the range's width free above "
-                        "its maximum")  # fmt: skip
-            changed = _changed(params, _ONNX_ONLY)
-            if changed:
-                return (
-                    "torch x86 engine path supports calibrator=minmax with uint8 asymmetric "
-                    "activations, per-channel (not per-group) weights and QDQ only; it takes no "
-                    + ", ".join(changed)
-                    + " setting"
-                )
-            return None
+            return _torch_unsupported(params)
+        torch_only = _changed(params, _TORCH_ONLY)
+        if torch_only:
+            return (", ".join(torch_only) + f" is a torch setting; the {fmt} path takes the "
+                    "default")  # fmt: skip
         if params.group_size and params.quant_format != "qdq":
             return (
                 "per-group weight scales (group_size) need QDQ format: they are opset-21 "
@@ -352,8 +371,13 @@ class StaticInt8(Method):
             meta["artifact_notes"] = self._make_onnx(params, ctx, out)
         elif fmt == "tflite":
             meta["artifact_notes"] = _make_tflite(params, ctx, out)
+        elif params.torch_flow == "pt2e":
+            from qbench.methods._pt2e import build_pt2e_artifact
+
+            meta["artifact_notes"] = build_pt2e_artifact(ctx, self.name, params, out)
         else:
             self._make_torch(params, ctx, out)
+            meta["artifact_notes"] = [FX_LEGACY_NOTE]
         per_channel = params.per_channel or fmt in ("torch", "tflite")
         if fmt == "onnx" and params.group_size:
             weight_bits = grouped_int8_weight_bits(8, params.group_size)
@@ -456,7 +480,18 @@ class StaticInt8(Method):
         save_torch_artifact(out, ctx, self.name, params, quantized.state_dict())
 
     def rebuild_torch(self, module: Any, example: Any, params: Params) -> Any:
+        """The FX module a legacy (torch_flow=fx) artifact's state dict loads into. A PT2E
+        artifact has no state dict: its program is in the artifact's "exported"
+        (qbench.methods._pt2e.load_exported), so it is refused here."""
         import torch
+
+        assert isinstance(params, StaticInt8Params)
+        if params.torch_flow != "fx":
+            raise ValueError(
+                "static_int8 torch_flow=pt2e artifacts hold an exported program (key "
+                "'exported'), not a state dict: load it with qbench.methods._pt2e.load_exported, "
+                "not rebuild_torch"
+            )
         from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
         torch.backends.quantized.engine = "x86"
@@ -464,6 +499,74 @@ class StaticInt8(Method):
         prepared = prepare_fx(module.eval(), _torch_qconfig_mapping(), example)
         _relu6_ranges(prepared)
         return convert_fx(prepared)
+
+
+def _describe_torch(params: StaticInt8Params) -> dict[str, Any]:
+    if params.torch_flow == "fx":
+        return {
+            "bits_w": 8,
+            "bits_a": 7,
+            "granularity": "per_channel",
+            "calibrator": "minmax",
+            "symmetric_weights": True,
+            "act_dtype": "uint8",
+            "weight_dtype": "int8",
+            "weight_scheme": "uniform",
+            "notes": [
+                "torch x86 engine: activations use a 7-bit range (reduce_range)",
+                "a ReLU6's input is quantized on [0, 6] (torch fuses no conv with ReLU6)",
+                FX_LEGACY_NOTE,
+            ],
+        }
+    # torchao's get_default_x86_inductor_quantization_config(): reduce_range=False
+    return {
+        "bits_w": 8,
+        "bits_a": 8,
+        "granularity": "per_channel",
+        "calibrator": "histogram",
+        "symmetric_weights": True,
+        "act_dtype": "uint8",
+        "weight_dtype": "int8",
+        "weight_scheme": "uniform",
+        "notes": [
+            "torchao PT2E (X86InductorQuantizer), compiled by inductor",
+            "activations uint8 asymmetric per tensor on the full 8-bit grid (no reduce_range), "
+            "ranges from torch's HistogramObserver (L2-error search over 2048 bins); weights "
+            "int8 symmetric per output channel (min/max)",
+        ],
+    }
+
+
+def _torch_unsupported(params: StaticInt8Params) -> str | None:
+    fx = params.torch_flow == "fx"
+    path = "torch x86 engine path (torch_flow=fx)" if fx else "torch PT2E path"
+    if _changed(params, ("output_range_scale",)):
+        if fx:
+            return ("torch x86 engine path takes no output_range_scale: its outputs' 7-bit "
+                    "grid in a quint8 tensor already leaves the range's width free above "
+                    "its maximum")  # fmt: skip
+        return ("torch PT2E path takes no output_range_scale: X86InductorQuantizer leaves the "
+                "model's outputs in float")  # fmt: skip
+    changed = _changed(params, _ONNX_ONLY)
+    if changed and fx:
+        return (
+            f"{path} supports calibrator=minmax with uint8 asymmetric activations, per-channel "
+            "(not per-group) weights and QDQ only; it takes no " + ", ".join(changed) + " setting"
+        )
+    if changed:
+        return (
+            f"{path} builds X86InductorQuantizer's default only: uint8 asymmetric activations "
+            "with HistogramObserver ranges (calibrator stays at its default, minmax), "
+            "per-channel (not per-group) int8 weights, QDQ; it takes no "
+            + ", ".join(changed)
+            + " setting"
+        )
+    if fx:
+        return _fx_unavailable()
+    from qbench.methods._pt2e import pt2e_unavailable
+
+    reason = pt2e_unavailable()
+    return f"torch_flow=pt2e: {reason}; torch_flow=fx builds the legacy path" if reason else None
 
 
 # --- LiteRT ----------------------------------------------------------------------------------

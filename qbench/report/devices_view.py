@@ -100,6 +100,32 @@ def precision(row: Any) -> str | None:
     return {(8, 8): "int8", (16, 16): "fp16", (32, 32): "fp32"}.get(bits)  # type: ignore[arg-type]
 
 
+def isa_peak(row: Any, kind: str, datasheet: dict[str, Any]) -> tuple[float, str] | None:
+    """(estimated peak in 10^12 ops/s, how) of a CPU row: operations per cycle of its ISA
+    (qbench.probe.peak_ops_per_cycle) × the threads it ran (at most the datasheet's cores) ×
+    the datasheet clock. AMX counts where the CPU has it, unless the row's oneDNN kernels show
+    it was not used (an `isa` cap, a kernel without AMX): the peak of what really ran."""
+    from qbench.probe import peak_ops_per_cycle
+    from qbench.report.hardware import ROW_FLAG_COLUMN, _flags
+
+    flags = _flags(row.get(ROW_FLAG_COLUMN))
+    ghz = num(datasheet.get("max_turbo_ghz")) or num(datasheet.get("base_ghz"))
+    if not flags or not ghz or str(row.get("device_kind")) != "cpu":
+        return None
+    kernels = row.get("onednn_kernels")
+    amx = is_missing(kernels) or "amx" in str(kernels).lower()
+    per_cycle = peak_ops_per_cycle(kind, flags, amx=amx)
+    if per_cycle is None:
+        return None
+    threads = _i(row.get("threads")) or 1
+    cores = _i(datasheet.get("cpu_cores"))
+    used = min(threads, cores) if cores else threads
+    ops, flag = per_cycle
+    how = (f"{ops:g} {kind} ops/cycle ({flag}{'' if amx else ', AMX not used'}) × {used} "
+           f"core(s) × {ghz:g} GHz")  # fmt: skip
+    return ops * used * ghz * 1e9 / 1e12, how
+
+
 def efficiency_rows(ok: Any, lookup: PeakLookup = repo_peaks) -> tuple[Any, list[str]]:
     """(rows with achieved_ops_s, peak_ops_s, efficiency (0..1), notes on what is missing).
 
@@ -122,9 +148,15 @@ def efficiency_rows(ok: Any, lookup: PeakLookup = repo_peaks) -> tuple[Any, list
             missing.add((row["device"], p.problem or "compute type unknown"))
             continue
         peak = p.datasheet.get(PEAK_KEY[kind])
+        peak_key, peak_source = PEAK_KEY[kind], p.source
         if not isinstance(peak, int | float) or peak <= 0:
-            missing.add((row["device"], f"no {PEAK_KEY[kind]} in {p.source}"))
-            continue
+            estimate = isa_peak(row, kind, p.datasheet)
+            if estimate is None:
+                why = f"no {PEAK_KEY[kind]} in {p.source}, nor a clock and x86 flags to estimate it"
+                missing.add((row["device"], why))
+                continue
+            peak, how = estimate
+            peak_key, peak_source = "estimated from ISA", f"{p.source}: {how}"
         achieved = 2.0 * float(macs) * float(row["throughput_ips"])
         out.append(
             {
@@ -133,8 +165,8 @@ def efficiency_rows(ok: Any, lookup: PeakLookup = repo_peaks) -> tuple[Any, list
                 "label": _label(row),
                 "cell_id": row["cell_id"],
                 "precision": kind,
-                "peak_key": PEAK_KEY[kind],
-                "peak_source": p.source,
+                "peak_key": peak_key,
+                "peak_source": peak_source,
                 "peak_ops_s": float(peak) * 1e12,
                 "achieved_ops_s": achieved,
                 "efficiency": achieved / (float(peak) * 1e12),

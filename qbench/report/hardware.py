@@ -1,5 +1,7 @@
 """Cells that expect a speedup the hardware cannot give: int8 on a CPU without VNNI/AMX (x86)
-or the dot product (ARM), fp16/bf16 arithmetic on a CPU without fp16/bf16 instructions.
+or the dot product (ARM), fp16/bf16 arithmetic on a CPU without fp16/bf16 instructions; and
+cells on a CPU with AMX whose oneDNN kernels did not use it (an `isa` cap: torch rows record
+the kernels that ran in onednn_kernels), whose speed is below what that CPU gives the type.
 
 Data-driven: a row's compute type comes from its act_dtype/weight_dtype and execution, the
 CPU's ISA flags from the row's own `device_cpu_flags` (read by the agent where the cell was
@@ -74,6 +76,26 @@ def warning_for(kind: str, flags: list[str]) -> tuple[str, str] | None:
     )
 
 
+AMX_FLAG = {"int8": "amx_int8", "bf16": "amx_bf16", "fp16": "amx_fp16"}
+
+
+def amx_unused(kind: str, flags: list[str], kernels: Any) -> tuple[str, str] | None:
+    """(sentence, label) for a cell whose CPU has AMX for its type but whose oneDNN kernels
+    (torch rows: onednn_kernels) ran without it: an `isa` cap, or a kernel oneDNN has no AMX
+    form of. Its speed is not what this CPU can give that type."""
+    flag = AMX_FLAG.get(kind)
+    if flag is None or flag not in flags or is_missing(kernels) or not str(kernels).strip():
+        return None
+    if "amx" in str(kernels).lower():
+        return None
+    return (
+        f"{kind} on a CPU with {flag.upper().replace('_', '-')} whose oneDNN kernels ran "
+        f"without AMX ({kernels}): an ISA cap or a kernel without an AMX form; this CPU can "
+        "run it faster",
+        "AMX not used",
+    )
+
+
 def _ran_on_run_host(row: Any, run_hosts: dict[str, str | None]) -> bool:
     """Whether the row's cell was measured on the host its run's fingerprint describes."""
     transport = row.get("transport")
@@ -114,7 +136,7 @@ def hardware_warnings(df: Any, runs: Any) -> tuple[Any, Any]:
             flags = run_flags.get(str(row.get("run_id")))
         if not flags:
             continue
-        found = warning_for(kind, flags)
+        found = warning_for(kind, flags) or amx_unused(kind, flags, row.get("onednn_kernels"))
         if found:
             sentences[idx], shorts[idx] = found
     return sentences, shorts

@@ -34,6 +34,11 @@ RUN_COLUMNS: tuple[Column, ...] = (
     Column("host", "string", "host name"),
     Column("cpu_model", "string", "CPU model name"),
     Column("cpu_flags", "list<string>", "ISA flags that matter for quantized kernels"),
+    Column(
+        "onednn_isa",
+        "string",
+        "ISA oneDNN dispatches torch's CPU kernels to (its verbose isa line; names AMX)",
+    ),
     Column("cores_logical", "int64", "logical CPUs"),
     Column("cores_physical", "int64", "physical cores"),
     Column("ram_gb", "float64", "total RAM, GiB"),
@@ -87,6 +92,17 @@ RESULT_COLUMNS: tuple[Column, ...] = (
         "ISA flags that matter for quantized kernels, of the CPU where the measure stage ran; "
         "the report's hardware warning reads them before the run's host flags",
     ),
+    Column(
+        "onednn_isa",
+        "string",
+        "torch cells: ISA oneDNN dispatched to in the measure process (an `isa` cap applied)",
+    ),
+    Column(
+        "onednn_kernels",
+        "string",
+        "torch cells: oneDNN primitives one inference executed, by implementation and count",
+    ),
+    Column("compile_s", "float64", "torch compile: seconds of the first (compiling) call"),
     Column("copy_s", "float64", "seconds copying files to and from the device"),
     Column("executor_node", "string", "fleet executor: id of the node that ran the cell"),
     Column("executor_host", "string", "fleet executor: host name of that node"),
