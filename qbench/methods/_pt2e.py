@@ -205,28 +205,12 @@ def save_exported_artifact(path: Path, ctx: Any, method: str, params: Any, expor
     """A qbench torch artifact (save_torch_artifact's keys, empty state dict) plus "exported":
     the program's bytes as a uint8 tensor (torch.save writes Python bytes about 1.5x larger;
     a tensor is stored as it is), read back weights-only as backends read it."""
-    import pickle
-
     import torch
 
+    from qbench.methods.base import save_torch_artifact
+
     blob = torch.frombuffer(bytearray(exported), dtype=torch.uint8)
-    torch.save(
-        {
-            "model": ctx.model_name,
-            "model_params": ctx.model_params.model_dump(),
-            "method": method,
-            "method_params": params.model_dump(),
-            "input_shape": list(ctx.input_shape),
-            "inputs": [spec.to_json() for spec in ctx.input_specs],
-            "state_dict": {},
-            "exported": blob,
-        },
-        path,
-    )
-    try:
-        saved = torch.load(path, weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError as exc:  # pragma: no cover - tensors and plain values only
-        raise ValueError(f"method {method}: PT2E artifact refused by a weights-only load") from exc
+    saved = save_torch_artifact(path, ctx, method, params, {}, {"exported": blob})
     if saved.get("exported") is None or saved["exported"].numpy().tobytes() != exported:
         raise ValueError(f"method {method}: PT2E artifact did not read back its program")
 

@@ -135,13 +135,19 @@ def packed_bytes(ctx: MakeContext, weight_bits: Any) -> int:
 
 
 def save_torch_artifact(
-    path: Path, ctx: MakeContext, method: str, params: Params, state_dict: dict[str, Any]
-) -> None:
+    path: Path,
+    ctx: MakeContext,
+    method: str,
+    params: Params,
+    state_dict: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """A torch artifact: the state dict plus what is needed to rebuild its module.
 
     Backends read it weights-only (tensors, quantized tensors, dtypes and plain values; no
-    pickled code runs), so it is read back that way here: a state dict holding anything else
-    fails its build with the reason, instead of every measurement of it."""
+    pickled code runs), so it is read back that way here, and returned: a state dict holding
+    anything else fails its build with the reason, instead of every measurement of it. `extra`
+    adds keys of tensors and plain values (a PT2E program's bytes as a uint8 tensor)."""
     import pickle
 
     import torch
@@ -155,11 +161,12 @@ def save_torch_artifact(
             "input_shape": list(ctx.input_shape),
             "inputs": [spec.to_json() for spec in ctx.input_specs],
             "state_dict": state_dict,
+            **(extra or {}),  # e.g. a PT2E program (qbench.methods._pt2e)
         },
         path,
     )
     try:
-        torch.load(path, weights_only=True, map_location="cpu")
+        return torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
         from qbench.backends.torch_eager import weights_only_reason
 
