@@ -58,6 +58,13 @@ def _run_argv(suite: Path, store: Path, *extra: str) -> list[str]:
             "--no-report", *extra]  # fmt: skip
 
 
+def _default_sigint() -> None:
+    # A job started in the background by a non-interactive shell (CI runners, nohup ... &)
+    # inherits SIGINT ignored, and Python then keeps ignoring it; the run under test stands for
+    # a foreground command at a terminal, whose Ctrl-C is delivered.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(suite: Path, store: Path, pids: Path, cwd: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         _run_argv(suite, store, "--quiet"),
@@ -66,6 +73,7 @@ def _start(suite: Path, store: Path, pids: Path, cwd: Path) -> subprocess.Popen[
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_sigint,
     )
 
 
