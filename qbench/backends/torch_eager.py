@@ -306,11 +306,11 @@ class TorchEagerBackend(Backend):
         saved = load_artifact(artifact)
         notes = [f"oneDNN ISA capped at {params.isa}"] if params.isa else []
         if "exported" in saved:  # a PT2E program (static_int8 torch_flow=pt2e): see refuses
-            from qbench.methods._pt2e import count_pt2e_compute, load_exported
+            from qbench.methods._pt2e import compile_int8, count_pt2e_compute, load_exported
 
             module = load_exported(saved["exported"])
             counts = count_pt2e_compute(module)
-            return TorchSession(compile_module(module), False, True, counts, notes)
+            return TorchSession(compile_int8(module), False, True, counts, notes)
         source = models.get(saved["model"])()
         module = source.architecture(source.Params(**saved["model_params"]))
         method = methods.get(saved["method"])()

@@ -581,18 +581,18 @@ def compile_int8(module: Any, *, cpp_wrapper: bool = False, check_inputs: bool =
     wrapper code; faster calls at batch 1, a slower first call). check_inputs=False turns
     off the exported module's per-call Python check of input shapes (its validate_inputs):
     torch.compile's guards already recompile for a shape the graph was not compiled for, and
-    the check costs ~0.05-0.1 ms per call on this CPU. inductor's FX graph cache
-    (torch._inductor.config.fx_graph_cache, on by default; TORCHINDUCTOR_CACHE_DIR, default
-    /tmp/torchinductor_$USER) lets a later process reuse the compiled code."""
-    import torch
+    the check costs ~0.05-0.1 ms per call on this CPU. The compile itself is the torch
+    backend's (qbench.backends.torch_eager.compile_module: freezing, inductor's cache under the
+    qbench cache), so a PT2E program runs as every other compiled cell does."""
     import torch._inductor.config as inductor_config
+
+    from qbench.backends.torch_eager import compile_module
 
     reason = pt2e_unavailable()
     if reason:
         raise RuntimeError(reason)
-    inductor_config.freezing = True
     if cpp_wrapper:
         inductor_config.cpp_wrapper = True
     if not check_inputs and hasattr(module, "validate_inputs"):
         module.validate_inputs = False
-    return torch.compile(module)
+    return compile_module(module)
