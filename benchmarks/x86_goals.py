@@ -98,7 +98,7 @@ def prepare_variant(model: str, variant: tuple) -> dict[str, Any] | str:
         return f"prepare failed: {type(exc).__name__}: {exc}"
 
 
-def open_variant(built: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+def open_variant(built: dict[str, Any], batch: int = 1) -> tuple[Any, dict[str, Any]]:
     """(timed callable, facts) of a prepared variant: its backend's session, nothing else."""
     from qbench.inputs import InputSpec, batch_of, bind, load_npz
     from qbench.plan import Cell
@@ -111,7 +111,7 @@ def open_variant(built: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
                                backend_obj.Params(**cell.backend_params))  # fmt: skip
     spec = [InputSpec.from_json(s) for s in prepared["model_inputs"]]
     x, _ = load_npz(prepared["eval_path"])
-    run = session.runner(batch_of(bind(spec, x), 1))
+    run = session.runner(batch_of(bind(spec, x), batch))
     method_obj = fam.methods.get(cell.method)()
     typed = method_obj.Params(**cell.method_params)
     facts = {

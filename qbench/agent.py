@@ -98,19 +98,42 @@ def _reference(
     loaded: Any, source: Any, eval_x: Inputs, eval_path: Path
 ) -> tuple[CacheEntry | None, str | None]:
     """The fp32 model's outputs (its first output) on the evaluation inputs, cached; (None, why)
-    where there is no float model to compute them."""
+    where there is no float model to compute them. A causal LM's are its next-token
+    log-probabilities (qbench.measure.llm), [windows, T, vocab] float32."""
     why = source.quantized(source.params)
     if why:
         return None, (f"fidelity to fp32 empty: model {source.default_label(source.params)} is "
                       f"already quantized ({why}); there is no float reference")  # fmt: skip
+    lm = source.output_kind(source.params) == "token_logits"
 
     def build(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
+            if lm:
+                from qbench.measure.llm import reference_logprobs
+
+                np.save(fh, reference_logprobs(loaded.module, first(eval_x)))
+                return
             outputs = reference_outputs(loaded, eval_x, source.fixed_batch(source.params) or 32)
             np.save(fh, outputs.astype(np.float32))
 
-    key = {"model_sha": loaded.sha256, "eval": eval_path.name, "v": 2}
+    key = {"model_sha": loaded.sha256, "eval": eval_path.name, "v": 2, "logprobs": lm}
     return cached_file("reference", key, ".npy", build), None
+
+
+def _probe(loaded: Any, source: Any, dataset: Dataset, spec: list[InputSpec]) -> CacheEntry:
+    """A linear probe fitted on the fp32 encoder's embeddings of the train split (never
+    evaluated), cached per model and inputs (qbench.measure.probe)."""
+    from qbench.measure.probe import PROBE_TRAIN_SAMPLES, fit_probe, save_probe
+
+    train = _inputs(dataset, "train", PROBE_TRAIN_SAMPLES, 0)
+    x, extra = load_npz(train.path)
+
+    def build(tmp: Path) -> None:
+        embeddings = reference_outputs(loaded, bind(spec, x), 32)
+        save_probe(tmp, fit_probe(embeddings, extra["y"]))
+
+    key = {"model_sha": loaded.sha256, "train": train.path.name, "v": 1}
+    return cached_file("probe", key, ".npz", build)
 
 
 def reference_outputs(loaded: Any, x: Inputs, batch: int = 32) -> np.ndarray:
@@ -170,6 +193,10 @@ def prepare(cell: Cell) -> dict[str, Any]:
 
     reference_entry, reference_note = _reference(loaded, source, eval_x, eval_path)
     reference_path = None if reference_entry is None else reference_entry.path
+    output_kind = source.output_kind(model_params)
+    probe_entry = None
+    if output_kind == "embedding" and dataset.labelled and reference_entry is not None:
+        probe_entry = _probe(loaded, source, dataset, spec)
 
     method = fam.methods.get(cell.method)()
     params = method.Params(**cell.method_params)
@@ -233,7 +260,8 @@ def prepare(cell: Cell) -> dict[str, Any]:
 
     artifact_entry = cached_file("artifacts", key, suffix, build)
     artifact, cached = artifact_entry.path, artifact_entry.cached
-    entries += [artifact_entry, eval_entry, *([reference_entry] if reference_entry else [])]
+    entries += [artifact_entry, eval_entry, *([reference_entry] if reference_entry else []),
+                *([probe_entry] if probe_entry else [])]  # fmt: skip
     meta = read_meta(artifact)  # packed_bytes, layer_bits_json, artifact_notes, ...
     # a cache entry that failed its hash check was rebuilt: the row says so
     notes = list(meta.get("artifact_notes", [])) + [e.note for e in entries if e.note]
@@ -265,7 +293,10 @@ def prepare(cell: Cell) -> dict[str, Any]:
             "artifact_path": artifact_sha,
             "eval_path": _entry_sha(eval_path),
             **({"reference_path": _entry_sha(reference_path)} if reference_path else {}),
+            **({"probe_path": _entry_sha(probe_entry.path)} if probe_entry else {}),
         },
+        "output_kind": output_kind,
+        "probe_path": None if probe_entry is None else str(probe_entry.path),
         "model_inputs": [s.to_json() for s in spec],
         "reference_path": None if reference_path is None else str(reference_path),
         "model_weights": loaded.weights,
@@ -342,15 +373,16 @@ def measure(cell: Cell, prepared: dict[str, Any]) -> dict[str, Any]:
         verify_file(Path(prepared[key]), sha)  # IntegrityError: the cell fails, nothing loads
     loaded_x, extra = load_npz(prepared["eval_path"])
     eval_x, labels, groups = bind(spec, loaded_x), extra.get("y"), extra.get("g")
-    reference = None
-    if prepared.get("reference_path"):
-        reference = np.load(prepared["reference_path"])
-
     started = time.perf_counter()
     session = backend.open(
         Path(prepared["artifact_path"]), cell.artifact_format, cell.threads, params
     )
     load_s = time.perf_counter() - started
+    if prepared.get("output_kind") == "token_logits":
+        return _measure_lm(cell, prepared, backend, session, eval_x, load_s)
+    reference = None
+    if prepared.get("reference_path"):
+        reference = np.load(prepared["reference_path"])
 
     m = cell.measurement
     run = session.runner(batch_of(eval_x, cell.batch))
@@ -400,16 +432,86 @@ def measure(cell: Cell, prepared: dict[str, Any]) -> dict[str, Any]:
         notes.append(f"accuracy and fidelity empty: {prepared['label_note']}")
     else:
         row["accuracy_samples"] = count(eval_x)
+        scores, embedding = None, prepared.get("output_kind") == "embedding"
+        if embedding and prepared.get("probe_path"):
+            from functools import partial
+
+            from qbench.measure.probe import load_probe, probe_scores
+
+            probe = load_probe(prepared["probe_path"])
+            scores = partial(probe_scores, probe)
+            notes.append(
+                f"embeddings: top1 and fp32_agreement through a linear probe fitted on the fp32 "
+                f"encoder's embeddings of {int(probe['train_samples'])} train-split inputs "
+                f"(train accuracy {float(probe['train_accuracy']):.3f}), never evaluated"
+            )
         if reference is not None:  # else prepare's note says why
-            row.update(fidelity(reference, outputs, groups, notes))
+            if embedding and scores is None:
+                notes.append(
+                    "fp32_agreement empty: an embedding has no top-1 class (cosine columns "
+                    "compare it with fp32); labelled data would add a probe"
+                )
+                row.update(fidelity(reference, outputs, groups, notes, agreement=False))
+            else:
+                row.update(fidelity(reference, outputs, groups, notes, scores))
         if labels is not None:
-            row.update(accuracy(outputs, labels, groups))
+            row.update(accuracy(outputs if scores is None else scores(outputs), labels, groups))
         else:
             notes.append(prepared["label_note"])
     inspected = session.inspect()
     notes += inspected.pop("notes", [])
     row.update(inspected)
     # The CPU this process runs on: the device's own over ssh/adb, not the host that planned.
+    cpu, cpu_note = device_cpu()
+    row.update(cpu)
+    if cpu_note:
+        notes.append(cpu_note)
+    row["notes"] = notes
+    return row
+
+
+def _measure_lm(cell: Cell, prepared: dict[str, Any], backend: Any, session: Any,
+                eval_x: Inputs, load_s: float) -> dict[str, Any]:  # fmt: skip
+    """A causal LM's row: prefill and decode speed, then perplexity, KL divergence and top-1
+    agreement against the fp32 reference (qbench.measure.llm)."""
+    from qbench.measure.energy import EnergyRecorder
+    from qbench.measure.llm import measure_quality, measure_speed, open_reference, prompts
+    from qbench.measure.memory import peak_rss_mb
+
+    windows = first(eval_x)
+    m = cell.measurement
+    by_length, notes = prompts(windows, m.get("prompt_lengths") or [128])
+    if not by_length:
+        raise ValueError("no prompt length fits the eval text: " + "; ".join(notes))
+    # the longest sequence one round reaches: the longest prompt, the warm-up and decode steps
+    lm = session.lm(max(by_length) + m["decode_tokens"] + 8)
+    energy = EnergyRecorder(cell.power, cell.device, cell.device_kind)
+    try:
+        energy.idle()
+        with energy.window():
+            speed, speed_notes = measure_speed(lm, by_length, m)
+    finally:
+        energy.close()
+    power = energy.columns(len(speed["latency_samples_ms"]))
+    row: dict[str, Any] = {
+        "runtime_version": backend.version(),
+        "load_s": load_s,
+        "warmup_iters": m["warmup"],
+        **speed,
+        # after timing, before the quality pass (its [T, vocab] log-probabilities are not the
+        # cell's working set)
+        "peak_rss_mb": peak_rss_mb(),
+        **power,
+    }
+    notes += speed_notes + energy.row_notes(power)
+    quality, quality_notes = measure_quality(
+        lm, windows, open_reference(prepared.get("reference_path"))
+    )
+    row.update(quality)
+    notes += quality_notes
+    inspected = session.inspect()
+    notes += inspected.pop("notes", [])
+    row.update(inspected)
     cpu, cpu_note = device_cpu()
     row.update(cpu)
     if cpu_note:

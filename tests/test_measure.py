@@ -181,8 +181,12 @@ def test_fidelity_agreement_counts_argmax_matches() -> None:
     out = fidelity(reference, test)
     assert out["fp32_agreement"] == 0.75
     assert set(out) == {"fp32_agreement", "fp32_agreement_ci_low", "fp32_agreement_ci_high",
-                        "accuracy_groups", "output_cosine", "output_sqnr_db"}  # fmt: skip
+                        "accuracy_groups", "output_cosine", "output_cosine_p1",
+                        "output_sqnr_db"}  # fmt: skip
     assert out["accuracy_groups"] == 4  # no groups given: every input its own
+    # the worst 1% of inputs: below the mean where one input moved, never above it
+    assert out["output_cosine_p1"] < out["output_cosine"]
+    assert fidelity(reference, reference)["output_cosine_p1"] == pytest.approx(1.0)
     assert out["fp32_agreement_ci_low"] < 0.75 < out["fp32_agreement_ci_high"] <= 1.0
     assert 0 < out["output_cosine"] < 1
     assert out["output_sqnr_db"] == pytest.approx(sqnr_db(reference, test))

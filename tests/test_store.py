@@ -110,6 +110,7 @@ def result_row(i: int, p50: float, **overrides: Any) -> dict[str, Any]:
         "fp32_agreement": 0.99,
         "output_cosine": 0.9999,
         "output_sqnr_db": 31.5,
+        "prefill_lengths": [128, 512],  # a causal LM's (list<int64>)
         "notes": ["optimised graph compute ops: QLinearConv×3", "second note"],
         "started_at": T0 + timedelta(seconds=i),
         "duration_s": 2.5,
@@ -132,6 +133,7 @@ def test_rows_exercise_every_column_kind() -> None:
             "float64",
             "bool",
             "list<float64>",
+            "list<int64>",
             "list<string>",
             "timestamp",
         }

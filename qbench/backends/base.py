@@ -38,6 +38,9 @@ class Backend:
     description: ClassVar[str]
     Params: ClassVar[type[Params]] = NoParams
     loads: ClassVar[tuple[str, ...]]  # artifact formats
+    # Runs causal LMs token by token (prefill, KV-cache decode: qbench.measure.llm); a backend
+    # without it is skipped for them with the reason.
+    generates: ClassVar[bool] = False
     requires: ClassVar[tuple[str, ...]]  # importable modules this backend needs
 
     def missing_packages(self) -> list[str]:

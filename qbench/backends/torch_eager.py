@@ -11,6 +11,7 @@ is unpickled, is refused (UnsafeArtifactError) before any of it runs.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -51,6 +52,7 @@ def load_artifact(artifact: Path) -> dict[str, Any]:
     import torch
 
     try:
+        _register_torchao(artifact)
         saved = torch.load(artifact, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
         raise UnsafeArtifactError(
@@ -67,6 +69,21 @@ def load_artifact(artifact: Path) -> dict[str, Any]:
             f"torch artifact {artifact} is not a qbench artifact (no {', '.join(missing)})"
         )
     return saved
+
+
+def _register_torchao(artifact: Path) -> None:
+    """torchao's quantized tensors (qbench.methods.torchao_quant) are safe for weights-only
+    loads once torchao registers them, which importing it does: only then, and only for an
+    artifact that names them (a torch cell without them never pays torchao's import)."""
+    import torch
+
+    try:
+        needed = torch.serialization.get_unsafe_globals_in_checkpoint(str(artifact))
+    except Exception:  # not a zip checkpoint: torch.load says what is wrong with it
+        return
+    if any(name.startswith("torchao.") for name in needed):
+        import torchao.prototype.quantization.int4
+        import torchao.quantization  # noqa: F401  registers its tensor subclasses as safe
 
 
 class TorchParams(Params):
@@ -103,6 +120,10 @@ class TorchParams(Params):
 
 def _is_quantized_compute(sub: Any) -> bool:
     cls = type(sub)
+    # torchao keeps nn.Linear and swaps its weight for a quantized tensor subclass
+    weight = getattr(sub, "weight", None)
+    if weight is not None and type(weight).__module__.startswith("torchao"):
+        return True
     # Quantized Linear holds a LinearPackedParams child: a container, not a second layer.
     return (
         ".quantized" in cls.__module__
@@ -156,7 +177,6 @@ class TorchSession(Session):
 
     def _first_call(self, args: list[Any]) -> None:
         """Compile now, outside any timing, and say whether inductor's cache served it."""
-        import time
 
         import torch
 
@@ -208,6 +228,18 @@ class TorchSession(Session):
         with torch.inference_mode():
             return first_output(self.call(*args)).float().numpy()
 
+    def lm(self, capacity: int | None = None) -> TorchCausalLM:
+        """The causal LM inside the module (hf_local's wrapper), token by token; `capacity`:
+        the most tokens one sequence reaches (prompt and decode: a compiled session's static
+        KV cache is that long)."""
+        inner = getattr(self.module, "model", None)
+        if inner is None or not hasattr(inner, "generation_config"):
+            raise ValueError("this torch module is not a transformers causal LM (hf_local)")
+        # the wrapper's forward is not what a causal LM runs: inspect()'s oneDNN pass runs it
+        # eager, as the prefill does (TorchCausalLM compiles the decode step itself)
+        self.call = self.module
+        return TorchCausalLM(inner, self, capacity)
+
     def inspect(self) -> dict[str, Any]:
         import torch
 
@@ -238,6 +270,79 @@ class TorchSession(Session):
             row["compile_s"] = self.compile_s
         row["notes"] = notes
         return row
+
+
+class TorchCausalLM:
+    """Prefill, KV-cache decode and log-probabilities of a transformers causal LM (greedy),
+    for qbench.measure.llm. Eager: a dynamic cache grown per step. Compiled (the backend's
+    `compile: true`): a static cache of `capacity` tokens and a compiled decode step, the
+    form in which torch.compile speeds decode up (one graph, no recompiles: a dynamic cache
+    changes shape every step); the prefill that fills it stays eager (one compiled graph per
+    prompt length would cost minutes), which the row's notes say. The last prefill's inputs
+    are kept for inspect()'s oneDNN pass."""
+
+    def __init__(self, model: Any, session: TorchSession, capacity: int | None = None) -> None:
+        import inspect
+
+        self.model = model
+        self.session = session
+        params = inspect.signature(model.forward).parameters
+        # transformers 5 renamed past_key_values to cache
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"
+        self.static = None
+        self.step = model
+        if session.compiled and capacity:
+            from transformers import StaticCache
+
+            self.static = StaticCache(config=model.config, max_cache_len=capacity)
+            self.step = compile_module(model)
+            session.notes.append(
+                f"causal LM compiled for decode (static KV cache of {capacity} tokens); "
+                "prefill runs eager"
+            )
+
+    def _cache(self, out: Any) -> Any:
+        return getattr(out, self.cache_arg, None) or out.past_key_values
+
+    def prefill(self, ids: np.ndarray) -> tuple[int, Any]:
+        import torch
+
+        args = torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64))[None]
+        with torch.inference_mode():
+            if self.static is not None:
+                self.static.reset()
+                out = self.model(input_ids=args, use_cache=True, logits_to_keep=1,
+                                 **{self.cache_arg: self.static})  # fmt: skip
+                state = (self.static, args.shape[1])
+            else:
+                out = self.model(input_ids=args, use_cache=True, logits_to_keep=1)
+                state = (self._cache(out), args.shape[1])
+        self.session.last_args = [args]
+        return int(out.logits[0, -1].argmax()), state
+
+    def decode(self, token: int, state: Any) -> tuple[int, Any]:
+        import torch
+
+        cache, position = state
+        first = self.static is not None and self.session.compile_s is None
+        started = time.perf_counter()
+        with torch.inference_mode():
+            out = self.step(input_ids=torch.tensor([[token]]),
+                            position_ids=torch.tensor([[position]]), use_cache=True,
+                            **{self.cache_arg: cache})  # fmt: skip
+        if first:  # the compiling call: the row's compile_s
+            self.session.compile_s = time.perf_counter() - started
+        if self.static is None:
+            cache = self._cache(out)
+        return int(out.logits[0, -1].argmax()), (cache, position + 1)
+
+    def logprobs(self, ids: np.ndarray) -> np.ndarray:
+        import torch
+
+        args = torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64))[None]
+        with torch.inference_mode():
+            logits = self.model(input_ids=args, use_cache=False).logits[0].float()
+            return torch.log_softmax(logits, dim=-1).numpy()
 
 
 def compile_module(module: Any) -> Any:
@@ -290,6 +395,7 @@ class TorchEagerBackend(Backend):
     Params = TorchParams
     loads = ("torch",)
     requires = ("torch",)
+    generates = True
 
     def version(self) -> str:
         import torch
@@ -316,7 +422,11 @@ class TorchEagerBackend(Backend):
         method = methods.get(saved["method"])()
         module = method.rebuild_torch(module, example_args(saved),
                                       method.Params(**saved["method_params"]))  # fmt: skip
-        module.load_state_dict(saved["state_dict"])
+        state = saved["state_dict"]
+        # torchao's quantized tensors (tensor subclasses) take the plain Linear's place by
+        # assignment; so do all tensors of a float model (no second copy of the weights)
+        assign = not any(_is_quantized_compute(m) for m in module.modules())
+        module.load_state_dict(state, assign=assign)
         module.eval()
         quantized = any(_is_quantized_compute(m) for m in module.modules())
         wanted = params.channels_last

@@ -13,6 +13,7 @@ Wilson interval.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -56,12 +57,16 @@ def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
     return 10.0 * math.log10(signal / noise) if signal > 0 else -math.inf
 
 
-def mean_cosine(reference: np.ndarray, test: np.ndarray) -> float:
+def cosines(reference: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """Each sample's cosine similarity between its reference and test outputs."""
     ref = reference.reshape(len(reference), -1).astype(np.float64)
     out = test.reshape(len(test), -1).astype(np.float64)
     denom = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
-    cos = np.where(denom > 0, np.sum(ref * out, axis=1) / np.maximum(denom, 1e-300), 0.0)
-    return float(cos.mean())
+    return np.where(denom > 0, np.sum(ref * out, axis=1) / np.maximum(denom, 1e-300), 0.0)
+
+
+def mean_cosine(reference: np.ndarray, test: np.ndarray) -> float:
+    return float(cosines(reference, test).mean())
 
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
@@ -118,19 +123,30 @@ def _with_interval(name: str, hits: np.ndarray, groups: np.ndarray | None) -> di
 
 
 def fidelity(reference: np.ndarray, test: np.ndarray, groups: np.ndarray | None = None,
-             notes: list[str] | None = None) -> dict[str, float]:  # fmt: skip
+             notes: list[str] | None = None,
+             scores: Callable[[np.ndarray], np.ndarray] | None = None,
+             agreement: bool = True) -> dict[str, float]:  # fmt: skip
     """fp32_agreement (with its 95% interval and the number of independent groups it counts,
-    accuracy_groups), output cosine and SQNR of `test` against `reference`; `groups`: which
-    inputs were drawn together (Dataset.groups).
+    accuracy_groups), output cosine (mean and 1st percentile) and SQNR of `test` against
+    `reference`; `groups`: which inputs were drawn together (Dataset.groups); `scores`: what
+    turns an output into class scores for agreement (an embedding's linear probe);
+    `agreement` False: outputs without classes (embeddings without a probe), no agreement.
 
     An input agrees where both have a top-1 class (no tie at the top) and it is the same. Inputs
     where the reference itself has none are left out; a reference that is the same for every
     input leaves agreement empty. Why is appended to `notes`."""
     notes = notes if notes is not None else []
+    each = cosines(reference, test)
     out: dict[str, float] = {
-        "output_cosine": mean_cosine(reference, test),
+        "output_cosine": float(each.mean()),
+        # the worst 1% of inputs: a mean near 1 can hide a few inputs the model gets wrong
+        "output_cosine_p1": float(np.percentile(each, 1)),
         "output_sqnr_db": sqnr_db(reference, test),
     }
+    if not agreement:
+        return out
+    if scores is not None:  # embeddings: top-1 of the probe's class scores, not of the vector
+        reference, test = scores(reference), scores(test)
     ref_top, test_top = top1(reference), top1(test)
     defined = ref_top >= 0
     if constant_outputs(reference):

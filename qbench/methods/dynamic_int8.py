@@ -69,13 +69,15 @@ class DynamicInt8(Method):
             and (params.weight_type != "uint8" or params.per_channel)
         ):
             return "torch's quantize_dynamic takes no weight_type/per_channel (int8 per tensor)"
+        # LiteRT's recipe has one scheme, int8 symmetric per-channel weights: the defaults and
+        # that scheme spelled out (weight_type int8, per_channel) both name it
         if (
             reason is None
             and fmt == "tflite"
-            and (params.weight_type != "uint8" or params.per_channel)
+            and (params.weight_type, params.per_channel) not in (("uint8", False), ("int8", True))
         ):
-            return ("LiteRT's dynamic-range recipe takes no weight_type/per_channel (int8 "
-                    "symmetric per-channel weights)")  # fmt: skip
+            return ("LiteRT's dynamic-range recipe has one scheme: int8 symmetric per-channel "
+                    "weights (leave weight_type/per_channel unset, or int8 and true)")  # fmt: skip
         return reason
 
     def make(self, fmt: str, params: Params, ctx: MakeContext, out: Path) -> dict[str, Any]:

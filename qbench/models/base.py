@@ -79,6 +79,12 @@ class ModelSource:
         that quantize need a float model."""
         return None
 
+    def output_kind(self, params: Params) -> str:
+        """What the first output is: "logits" (class scores: top-1 and agreement), "embedding"
+        (vectors: cosine to fp32, and a linear probe where the dataset has labels) or
+        "token_logits" (a causal LM: measured token by token, qbench.measure.llm)."""
+        return "logits"
+
     def fixed_batch(self, params: Params) -> int | None:
         """The batch size the model's graph is fixed to, or None (any batch)."""
         return None

@@ -17,6 +17,7 @@ def build_report_html(runs: Any, results: Any, title: str = "qbench report") -> 
     from qbench.report.data import latest_per_cell, prepare
     from qbench.report.devices_view import devices_section
     from qbench.report.hardware import banner, hardware_warnings
+    from qbench.report.llm_view import llm_section
     from qbench.report.table import results_table
 
     df = prepare(results)
@@ -47,6 +48,7 @@ def build_report_html(runs: Any, results: Any, title: str = "qbench report") -> 
 <h2>Charts</h2>
 <p class="caption">From cells with status ok only.{esc(chart_note)}</p>
 {chart_html}
+{llm_section(latest)}
 {devices}
 <h2>All results</h2>
 <p class="caption">Every row of the store, skipped, failed and timed-out cells included with

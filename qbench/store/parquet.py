@@ -91,6 +91,7 @@ def _arrow_type(kind: str) -> Any:
         "bool": pa.bool_(),
         "timestamp": pa.timestamp("us", tz="UTC"),
         "list<float64>": pa.list_(pa.float64()),
+        "list<int64>": pa.list_(pa.int64()),
         "list<string>": pa.list_(pa.string()),
     }[kind]
 

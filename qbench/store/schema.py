@@ -176,7 +176,48 @@ RESULT_COLUMNS: tuple[Column, ...] = (
         "photos whose crops are evaluated); the intervals use the effective sample size",
     ),
     Column("output_cosine", "float64", "mean cosine similarity of outputs to fp32's"),
+    Column(
+        "output_cosine_p1",
+        "float64",
+        "1st percentile of the inputs' cosine similarity to fp32's outputs (the worst 1%)",
+    ),
     Column("output_sqnr_db", "float64", "SQNR of outputs against fp32's, dB"),
+    Column(
+        "output_kind",
+        "string",
+        "what the model outputs: logits, embedding (cosine; top-1 through a linear probe) "
+        "or token_logits (a causal LM: the LLM columns)",
+    ),
+    Column("prompt_tokens", "int64", "causal LM: prompt length decode starts from (tokens)"),
+    Column(
+        "ttft_ms",
+        "float64",
+        "causal LM: time to first token, ms: median prefill of prompt_tokens at batch 1",
+    ),
+    Column("prefill_tps", "float64", "causal LM: prefill tokens per second (prompt_tokens / ttft)"),
+    Column("prefill_lengths", "list<int64>", "causal LM: prompt lengths whose prefill was timed"),
+    Column(
+        "prefill_p50s_ms",
+        "list<float64>",
+        "causal LM: median prefill time of each prompt length, ms",
+    ),
+    Column("decode_tokens", "int64", "causal LM: tokens generated per decode round"),
+    Column(
+        "decode_tps",
+        "float64",
+        "causal LM: decode tokens per second at batch 1 (1000 / mean per-token ms)",
+    ),
+    Column("decode_p50_ms", "float64", "causal LM: per-token decode latency, median, ms"),
+    Column("decode_p90_ms", "float64", "causal LM: per-token decode latency, p90, ms"),
+    Column("decode_p99_ms", "float64", "causal LM: per-token decode latency, p99, ms"),
+    Column("perplexity", "float64", "causal LM: perplexity on the eval text windows"),
+    Column("perplexity_fp32", "float64", "causal LM: the fp32 reference's perplexity there"),
+    Column("perplexity_change", "float64", "causal LM: perplexity / perplexity_fp32 - 1"),
+    Column("perplexity_tokens", "int64", "causal LM: positions the perplexity averages"),
+    Column(
+        "kld_mean", "float64", "causal LM: mean KL(P_fp32 || P) of next-token distributions, nats"
+    ),
+    Column("kld_p99", "float64", "causal LM: 99th percentile of that KL divergence, nats"),
     Column(
         "power_source",
         "string",

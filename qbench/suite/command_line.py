@@ -95,6 +95,8 @@ def model_entry(value: str, args: argparse.Namespace, known: Sequence[str]) -> t
     if suffix in (".onnx", ".tflite"):
         name = "onnx_file" if suffix == ".onnx" else "tflite_file"
         return {"name": name, "params": {"path": str(path.absolute())}}, suffix[1:]
+    if suffix == ".gguf" or (path.is_dir() and (path / "config.json").is_file()):
+        return {"name": "hf_local", "params": {"path": str(path.absolute())}}, "torch"
     if ":" in value and not path.exists():
         target, _, function = value.rpartition(":")
         if target.endswith(".py"):
@@ -109,15 +111,22 @@ def model_entry(value: str, args: argparse.Namespace, known: Sequence[str]) -> t
         return {"name": value}, "torch"
     what = "is a directory" if path.is_dir() else ("is a file" if path.exists() else "not found")
     raise SuiteError(WHERE, None, f"--model {value}",
-                     f"{what}; expected a .onnx or .tflite file, a torch factory "
+                     f"{what}; expected a .onnx or .tflite file, a transformers checkpoint "
+                     "folder (config.json) or .gguf file, a torch factory "
                      "`file.py:function` or `package.module:function`, or a model name "
                      f"({', '.join(known)})")  # fmt: skip
 
 
-def dataset_entry(value: str, params: dict[str, Any], known: Sequence[str]) -> dict[str, Any]:
+def dataset_entry(value: str, params: dict[str, Any], known: Sequence[str],
+                  text: bool = False) -> dict[str, Any]:  # fmt: skip
+    """The dataset --data names; `text`: for a transformers checkpoint (a folder of class
+    folders of .txt documents, or a .txt file of running text)."""
     path = Path(value).expanduser()
     if value in known:
         return {"name": value, "params": params}
+    if text and (path.is_dir() or path.suffix.lower() == ".txt"):
+        name = "text_folder" if path.is_dir() else "text_corpus"
+        return {"name": name, "params": {"path": str(path.absolute()), **params}}
     if path.is_dir():
         return {"name": "image_folder", "params": {"path": str(path.absolute()), **params}}
     if path.suffix.lower() in (".npz", ".npy"):
@@ -176,8 +185,18 @@ def suite_from_args(args: argparse.Namespace) -> CommandLineSource:
         },
     }
     if args.data:
-        data = dataset_entry(args.data, _data_params(args.data_param), fam.datasets.names())
-        suite["accuracy"] = {"dataset": data}
+        hf = [e for e in entries if e["name"] == "hf_local"]
+        if hf and len(hf) < len(entries):
+            why = ("one dataset for a transformers checkpoint and other models: write a suite "
+                   "file (--dry-run prints one)")  # fmt: skip
+            raise SuiteError(WHERE, None, "--data", why)
+        data = dataset_entry(args.data, _data_params(args.data_param), fam.datasets.names(),
+                             text=bool(hf))  # fmt: skip
+        if hf:  # the checkpoint fills in its own tokenizer and length (hf_local's dataset)
+            for entry in hf:
+                entry["params"]["dataset"] = data
+        else:
+            suite["accuracy"] = {"dataset": data}
     return CommandLineSource(yaml.safe_dump(suite, sort_keys=False), args.model)
 
 

