@@ -6,7 +6,9 @@ the same cache) in a separate process, then opened with its backend's session an
 interleaved rounds in one process: each round times every variant once, in rotating order, so
 drift and noise from a shared machine hit all alike; a ratio is the median over rounds of that
 round's ratio. For SmolLM2 a round of a variant is one 128-token prefill (time to first token)
-and 32 greedy decode steps with the KV cache (median ms per token).
+and 32 greedy decode steps with the KV cache (median ms per token); its compiled variants
+decode through a static KV cache with a compiled step, their prefill stays eager (as qbench's
+causal-LM cells run them).
 
     python benchmarks/transformers_goals.py [--rounds 5] [--seconds 1.0] [--skip-llm]
 
@@ -59,6 +61,10 @@ LLM: list[tuple[str, str, dict[str, Any], str, dict[str, Any]]] = [
     ("torch int8 dynamic", "torch", {}, "torchao", {"scheme": "int8_dynamic"}),
     ("torch int8 weights", "torch", {}, "torchao", {"scheme": "int8_weight"}),
     ("torch int4 weights", "torch", {}, "torchao", {"scheme": "int4_weight"}),
+    ("torch fp32 compiled", "torch", {"compile": True}, "fp32", {}),
+    ("torch bf16 compiled", "torch", {"compile": True}, "bf16", {}),
+    ("torch int8 dyn compiled", "torch", {"compile": True}, "torchao", {"scheme": "int8_dynamic"}),
+    ("torch int4 compiled", "torch", {"compile": True}, "torchao", {"scheme": "int4_weight"}),
 ]
 # (what, slow variant, fast variant, expected)
 ENCODER_RATIOS = [
@@ -134,7 +140,8 @@ def llm_section(rounds: int) -> None:
         backend = load_members(cell.members).backends.get(cell.backend)()
         session = backend.open(Path(prepared["artifact_path"]), cell.artifact_format, 1,
                                backend.Params(**cell.backend_params))  # fmt: skip
-        lms[label] = session.lm()
+        # compiled sessions decode through a static KV cache this long (prefill stays eager)
+        lms[label] = session.lm(PROMPT + DECODE + 16)
         sizes[label] = prepared["artifact_bytes"] / 1e6
         if prompt is None:
             x, _ = load_npz(prepared["eval_path"])

@@ -99,7 +99,7 @@ def _reference(
 ) -> tuple[CacheEntry | None, str | None]:
     """The fp32 model's outputs (its first output) on the evaluation inputs, cached; (None, why)
     where there is no float model to compute them. A causal LM's are its next-token
-    log-probabilities (qbench.measure.llm), [windows, T, vocab] float32."""
+    log-probabilities (qbench.measure.llm.reference_logprobs), [windows, T, vocab] float16."""
     why = source.quantized(source.params)
     if why:
         return None, (f"fidelity to fp32 empty: model {source.default_label(source.params)} is "
@@ -454,10 +454,18 @@ def measure(cell: Cell, prepared: dict[str, Any]) -> dict[str, Any]:
                 row.update(fidelity(reference, outputs, groups, notes, agreement=False))
             else:
                 row.update(fidelity(reference, outputs, groups, notes, scores))
-        if labels is not None:
+        if labels is not None and embedding and scores is None:
+            notes.append("top1 empty: an embedding has no classes, and without an fp32 "
+                         "reference there is no probe to give it some")  # fmt: skip
+        elif labels is not None:
             row.update(accuracy(outputs if scores is None else scores(outputs), labels, groups))
         else:
             notes.append(prepared["label_note"])
+    return _finish(row, notes, session)
+
+
+def _finish(row: dict[str, Any], notes: list[str], session: Any) -> dict[str, Any]:
+    """What every measured row ends with: what the session says ran (inspect), and the CPU."""
     inspected = session.inspect()
     notes += inspected.pop("notes", [])
     row.update(inspected)
@@ -509,15 +517,7 @@ def _measure_lm(cell: Cell, prepared: dict[str, Any], backend: Any, session: Any
     )
     row.update(quality)
     notes += quality_notes
-    inspected = session.inspect()
-    notes += inspected.pop("notes", [])
-    row.update(inspected)
-    cpu, cpu_note = device_cpu()
-    row.update(cpu)
-    if cpu_note:
-        notes.append(cpu_note)
-    row["notes"] = notes
-    return row
+    return _finish(row, notes, session)
 
 
 def _end_group(*_: Any) -> None:

@@ -157,6 +157,11 @@ def test_text_folder_splits_tokenizes_and_never_evaluates_train_documents(
     assert not set(train_texts) & set(eval_texts) and len(train_texts) == 48
     calib, _ = ds.split_documents("calib", 10, 3)
     assert set(calib) <= set(train_texts)
+    # the first documents of a split come from every class, not the first class folders
+    _, first_train = ds.split_documents("train", 12, 0)
+    _, first_eval = ds.split_documents("eval", 6, 0)
+    assert len(set(first_train)) == 3 and len(set(first_eval)) >= 2
+    assert ds.split_documents("eval", 6, 0)[0] == ds.split_documents("eval", 6, 5)[0]
     # every document starts with [CLS] (id 2) and pads with [PAD] (0) under a zero mask
     assert (x["input_ids"][:, 0] == 2).all()
     assert ((x["input_ids"] == 0) == (x["attention_mask"] == 0)).all()
@@ -407,7 +412,12 @@ def test_real_minilm_keeps_its_topics_through_int8(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     rows = pd.read_parquet(store / "results").set_index("method")
     fp32, int8 = rows.loc["fp32"], rows.loc["dynamic_int8"]
+    # the probe saw all five topics and the 120 evaluated articles hold every one of them
     assert fp32.top1 >= 0.9 and fp32.accuracy_dataset == "bbc_news"
+    assert any("train accuracy" in n for n in fp32.notes)
+    held_out = FAM.datasets.get("bbc_news")
+    _, labels = held_out(held_out.Params(tokenizer=str(tmp_path))).split_documents("eval", 120, 0)
+    assert set(labels.tolist()) == {0, 1, 2, 3, 4}
     assert int8.output_cosine > 0.98 and int8.fp32_agreement >= 0.95
     assert int8.artifact_bytes < fp32.artifact_bytes / 3
 

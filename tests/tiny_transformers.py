@@ -5,6 +5,7 @@ made here, and small labelled / running texts for them."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 WORDS = [
     "the",
@@ -133,39 +134,30 @@ def vocab_size() -> int:
     return len(WORDS) + 5
 
 
+def _bert(layers: int, **extra: int) -> Any:
+    from transformers import BertConfig
+
+    return BertConfig(vocab_size=vocab_size(), hidden_size=32, num_hidden_layers=layers,
+                      num_attention_heads=2, intermediate_size=64, max_position_embeddings=64,
+                      **extra)  # fmt: skip
+
+
 def encoder(folder: Path, seed: int = 0) -> Path:
     import torch
-    from transformers import BertConfig, BertModel
+    from transformers import BertModel
 
     torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=vocab_size(),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    BertModel(config).eval().save_pretrained(str(folder))
+    BertModel(_bert(2)).eval().save_pretrained(str(folder))
     tokenizer(folder)
     return folder
 
 
 def classifier(folder: Path, seed: int = 0) -> Path:
     import torch
-    from transformers import BertConfig, BertForSequenceClassification
+    from transformers import BertForSequenceClassification
 
     torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=vocab_size(),
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        num_labels=3,
-    )
-    BertForSequenceClassification(config).eval().save_pretrained(str(folder))
+    BertForSequenceClassification(_bert(1, num_labels=3)).eval().save_pretrained(str(folder))
     tokenizer(folder)
     return folder
 

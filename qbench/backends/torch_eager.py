@@ -418,8 +418,11 @@ class TorchEagerBackend(Backend):
             counts = count_pt2e_compute(module)
             return TorchSession(compile_int8(module), False, True, counts, notes)
         source = models.get(saved["model"])()
-        module = source.architecture(source.Params(**saved["model_params"]))
         method = methods.get(saved["method"])()
+        model_params = source.Params(**saved["model_params"])
+        module = source.empty_architecture(model_params) if method.loads_by_assignment else None
+        if module is None:
+            module = source.architecture(model_params)
         module = method.rebuild_torch(module, example_args(saved),
                                       method.Params(**saved["method_params"]))  # fmt: skip
         state = saved["state_dict"]

@@ -78,6 +78,10 @@ class Method:
         """Typed row columns for these parameters (bits_w, bits_a, granularity, ...)."""
         return {}
 
+    # The artifact's state dict holds every weight in the rebuilt module's own types (float
+    # casts, torchao tensors): a backend may build the module without weights (meta) and
+    # assign them, so loading never holds a second, randomly initialised copy.
+    loads_by_assignment: ClassVar[bool] = False
     # False only for methods that run a model file as it is (`original`).
     needs_float_model: ClassVar[bool] = True
 

@@ -22,6 +22,7 @@ class Fp32(Method):
     name = "fp32"
     description = "float32 weights and activations, unchanged (the reference)"
     produces = ("onnx", "torch", "tflite")
+    loads_by_assignment = True
 
     def describe(self, fmt: str, params: Params) -> dict[str, Any]:
         return {"bits_w": 32, "bits_a": 32, "act_dtype": "float32", "weight_dtype": "float32"}

@@ -32,6 +32,7 @@ class _HalfFloat(Method):
     # "openvino" before "onnx": the openvino backend loads both, and runs this method from an
     # IR marked with its inference precision (the ONNX graph would be ORT's cast-back form)
     produces = ("torch", "openvino", "onnx", "tflite")
+    loads_by_assignment = True
     torch_dtype: ClassVar[str]
 
     def execution(self, fmt: str, params: Params) -> str:

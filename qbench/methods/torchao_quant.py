@@ -93,6 +93,7 @@ class Torchao(Method):
     )
     Params = TorchaoParams
     produces = ("torch",)
+    loads_by_assignment = True
 
     def describe(self, fmt: str, params: Params) -> dict[str, Any]:
         assert isinstance(params, TorchaoParams)

