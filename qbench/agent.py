@@ -126,9 +126,9 @@ def _probe(loaded: Any, source: Any, dataset: Dataset, spec: list[InputSpec]) ->
     from qbench.measure.probe import PROBE_TRAIN_SAMPLES, fit_probe, save_probe
 
     train = _inputs(dataset, "train", PROBE_TRAIN_SAMPLES, 0)
-    x, extra = load_npz(train.path)
 
-    def build(tmp: Path) -> None:
+    def build(tmp: Path) -> None:  # the train inputs are read only when the probe is built
+        x, extra = load_npz(train.path)
         embeddings = reference_outputs(loaded, bind(spec, x), 32)
         save_probe(tmp, fit_probe(embeddings, extra["y"]))
 

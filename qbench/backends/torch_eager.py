@@ -302,7 +302,9 @@ class TorchCausalLM:
             )
 
     def _cache(self, out: Any) -> Any:
-        return getattr(out, self.cache_arg, None) or out.past_key_values
+        # the output names the cache as the forward's argument does (cache, or past_key_values)
+        cache = getattr(out, self.cache_arg, None)
+        return out.past_key_values if cache is None else cache
 
     def prefill(self, ids: np.ndarray) -> tuple[int, Any]:
         import torch

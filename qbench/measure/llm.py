@@ -103,9 +103,9 @@ def measure_speed(
         prefill_p50[length] = float(np.median(samples))
     longest = max(prompt_by_length)
     steps = m["decode_tokens"]
-    lm_token, state = lm.prefill(prompt_by_length[longest])
+    token, state = lm.prefill(prompt_by_length[longest])
     for _ in range(min(steps, 4)):  # warm-up steps (first-call allocations)
-        lm_token, state = lm.decode(lm_token, state)
+        token, state = lm.decode(token, state)
     token_ms: list[float] = []
     rounds: list[list[float]] = []
     deadline = time.perf_counter() + m["min_seconds"]

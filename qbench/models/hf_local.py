@@ -282,32 +282,32 @@ class HfLocalModel(ModelSource):
     def _folder(self, params: Params) -> Path:
         return float_checkpoint(Path(self.hf(params).path).expanduser().resolve())
 
-    def architecture(self, params: Params) -> Any:
-        """The wrapped network with the checkpoint's structure, randomly initialised (backends
-        load the artifact's state dict into it)."""
+    def _built(self, params: Params, empty: bool) -> Any:
+        """The wrapped network with the checkpoint's structure: randomly initialised float32,
+        or (`empty`) with parameters on the meta device and real buffers (rotary frequencies
+        are computed, not stored)."""
         _offline()
+        import contextlib
+
         import torch
-        from transformers import AutoConfig
-
-        hf = self.hf(params)
-        config = AutoConfig.from_pretrained(str(self._folder(params)), local_files_only=True)
-        with torch.device("cpu"):
-            model = _auto_class(self.task(params)).from_config(config, dtype=torch.float32)
-        return wrap(model, self.task(params), hf.pooling, hf.normalize)
-
-    def empty_architecture(self, params: Params) -> Any:
-        """The wrapped network with parameters on the meta device and real buffers (rotary
-        frequencies are computed, not stored), for loading by assignment: a 135M-parameter LM
-        then takes its weights' memory once, not twice."""
-        _offline()
         from accelerate import init_empty_weights
         from transformers import AutoConfig
 
         hf = self.hf(params)
         config = AutoConfig.from_pretrained(str(self._folder(params)), local_files_only=True)
-        with init_empty_weights(include_buffers=False):
-            model = _auto_class(self.task(params)).from_config(config)
+        place = init_empty_weights(include_buffers=False) if empty else contextlib.nullcontext()
+        with place:
+            model = _auto_class(self.task(params)).from_config(config, dtype=torch.float32)
         return wrap(model, self.task(params), hf.pooling, hf.normalize)
+
+    def architecture(self, params: Params) -> Any:
+        """Randomly initialised (backends load the artifact's state dict into it)."""
+        return self._built(params, empty=False)
+
+    def empty_architecture(self, params: Params) -> Any:
+        """For loading by assignment: a 135M-parameter LM then takes its weights' memory once,
+        not twice."""
+        return self._built(params, empty=True)
 
     def load(self, params: Params) -> LoadedModel:
         _offline()
