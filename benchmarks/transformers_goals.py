@@ -8,7 +8,7 @@ drift and noise from a shared machine hit all alike; a ratio is the median over 
 round's ratio. For SmolLM2 a round of a variant is one 128-token prefill (time to first token)
 and 32 greedy decode steps with the KV cache (median ms per token); its compiled variants
 decode through a static KV cache with a compiled step, their prefill stays eager (as qbench's
-causal-LM cells run them).
+causal-LM cells run them); its ONNX Runtime variants run the graph exported with its KV cache.
 
     python benchmarks/transformers_goals.py [--rounds 5] [--seconds 1.0] [--skip-llm]
 
@@ -65,6 +65,16 @@ LLM: list[tuple[str, str, dict[str, Any], str, dict[str, Any]]] = [
     ("torch bf16 compiled", "torch", {"compile": True}, "bf16", {}),
     ("torch int8 dyn compiled", "torch", {"compile": True}, "torchao", {"scheme": "int8_dynamic"}),
     ("torch int4 compiled", "torch", {"compile": True}, "torchao", {"scheme": "int4_weight"}),
+    ("ort fp32", "onnxruntime", {}, "fp32", {}),
+    ("ort int8", "onnxruntime", {}, "dynamic_int8", INT8_ORT),
+    ("ort int4 MatMulNBits", "onnxruntime", {}, "weight_only", {"accuracy_level": 4}),
+]
+# (what, slow variant, fast variant): decode (ms per token) ratios within one runtime
+LLM_RATIOS = [
+    ("ORT fp32 / torch fp32 (eager)", "torch fp32", "ort fp32"),
+    ("ORT int8 / ORT fp32", "ort fp32", "ort int8"),
+    ("ORT int4 / ORT fp32", "ort fp32", "ort int4 MatMulNBits"),
+    ("torch int4 compiled / torch fp32 compiled", "torch fp32 compiled", "torch int4 compiled"),
 ]
 # (what, slow variant, fast variant, expected)
 ENCODER_RATIOS = [
@@ -175,6 +185,12 @@ def llm_section(rounds: int) -> None:
         print(f"{name:<22} {statistics.median(ttft[name]):>9.1f} {tok:>9.2f} {1000 / tok:>7.1f} "
               f"{sizes[name]:>7.1f} {ratio(ttft, 'torch fp32', name):>11.2f}x "
               f"{ratio(per_token, 'torch fp32', name):>13.2f}x")  # fmt: skip
+    print("\ndecode ratio (median of per-round ratios)      TTFT   decode")
+    for what, slow, fast in LLM_RATIOS:
+        if slow in per_token and fast in per_token:
+            print(
+                f"{what:<44} {ratio(ttft, slow, fast):>5.2f}x {ratio(per_token, slow, fast):>6.2f}x"
+            )
 
 
 def main() -> int:

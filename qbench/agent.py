@@ -268,7 +268,11 @@ def prepare(cell: Cell) -> dict[str, Any]:
     if loaded.onnx_path is not None and fmt == "onnx" and cell.method != "original":
         # what normalising the user's graph changed (the cached graph's metadata)
         notes += read_meta(fp32_onnx()).get("notes", [])
-    if loaded.tflite_path is None:
+    if output_kind == "token_logits" and loaded.module is not None:
+        macs, macs_note = _decode_step_macs(loaded.module), None
+        notes.append("model_macs: one decode step (the Linear layers' multiply-accumulates "
+                     "for one token), the unit of the latency and throughput columns")  # fmt: skip
+    elif loaded.tflite_path is None:
         macs, macs_note = _model_macs(loaded.sha256, spec, fp32_onnx)
     else:
         macs, macs_note = None, "model_macs empty: MACs are counted on ONNX graphs, not .tflite"
@@ -330,6 +334,17 @@ def _check_onnx_loads(path: Path, method: str) -> None:
         reason = " ".join(str(exc).split())[:300]
         raise ValueError(f"{method} wrote an ONNX graph that ONNX Runtime cannot load: "
                          f"{reason}") from None  # fmt: skip
+
+
+def _decode_step_macs(module: Any) -> int:
+    """A causal LM's multiply-accumulates for one generated token: its Linear layers (the
+    attention over the cache grows with the context and is left out, as llama-bench's
+    per-token figures leave it out). Counted on the module: exporting a graph to count it
+    would cost minutes and its size on disk for an LLM."""
+    import torch
+
+    return sum(m.in_features * m.out_features for m in module.modules()
+               if isinstance(m, torch.nn.Linear))  # fmt: skip
 
 
 def _model_macs(
@@ -491,8 +506,9 @@ def _measure_lm(cell: Cell, prepared: dict[str, Any], backend: Any, session: Any
     by_length, notes = prompts(windows, m.get("prompt_lengths") or [128])
     if not by_length:
         raise ValueError("no prompt length fits the eval text: " + "; ".join(notes))
-    # the longest sequence one round reaches: the longest prompt, the warm-up and decode steps
-    lm = session.lm(max(by_length) + m["decode_tokens"] + 8)
+    # the longest sequence one round reaches: the longest prompt, the warm-up and decode steps,
+    # or a whole eval window fed token by token (measure_quality's decode pass)
+    lm = session.lm(max(max(by_length) + m["decode_tokens"] + 8, windows.shape[1]))
     energy = EnergyRecorder(cell.power, cell.device, cell.device_kind)
     try:
         energy.idle()

@@ -355,7 +355,7 @@ def _skip_reason(
         and not getattr(backend, "generates", False)
     ):
         return (f"backend {backend_name} has no token-by-token path (prefill, KV-cache "
-                "decode) for causal LMs in qbench yet; the torch backend has")  # fmt: skip
+                "decode) for causal LMs in qbench yet; torch and onnxruntime have")  # fmt: skip
     reasons = []
     for fmt in formats:
         reason = method.unsupported(fmt, typed, source) or backend.refuses(

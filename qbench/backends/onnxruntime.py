@@ -102,6 +102,11 @@ class OrtSession(Session):
         feed = feed_by_name(self.input_names, x)
         return np.asarray(self.session.run(None, feed)[0], dtype=np.float32)
 
+    def lm(self, capacity: int | None = None) -> OrtCausalLM:
+        """The causal LM of a graph exported with its KV cache (export_causal_lm), token by
+        token; `capacity` is not needed: the cache grows with each step."""
+        return OrtCausalLM(self.session)
+
     def inspect(self) -> dict[str, Any]:
         """Count what runs quantized in the graph ORT really executes (after its fusions)."""
         import onnx
@@ -119,12 +124,72 @@ class OrtSession(Session):
         }
 
 
+class OrtCausalLM:
+    """Prefill, KV-cache decode and log-probabilities (qbench.measure.llm) of a causal LM
+    graph with past_key_*/past_value_* inputs and present_* outputs. The cache stays in ORT's
+    own tensors (OrtValue) from one step to the next, never copied through numpy: what a
+    generation loop over ORT (onnxruntime-genai) keeps too."""
+
+    def __init__(self, session: Any) -> None:
+        import onnxruntime as ort
+
+        self.session = session
+        self.ortvalue = ort.OrtValue.ortvalue_from_numpy
+        inputs = {i.name: i for i in session.get_inputs()}
+        self.past = [n for n in inputs if n.startswith("past_")]
+        if "logit_positions" not in inputs or not self.past:
+            raise ValueError(
+                "this ONNX graph has no KV-cache inputs (past_key_*, past_value_*, "
+                "logit_positions): causal LMs run on ONNX Runtime as qbench exports them "
+                "(hf_local models); a graph of whole windows cannot decode token by token"
+            )
+        self.outputs = [o.name for o in session.get_outputs()]
+        self.present = [n for n in self.outputs if n.startswith("present_")]
+        if [n.replace("present_", "past_", 1) for n in self.present] != self.past:
+            raise ValueError("the graph's present_* outputs do not match its past_* inputs")
+        self.empty = {}
+        for name in self.past:  # [1, kv_heads, 0, head_dim]: the prefill's empty cache
+            shape = [d if isinstance(d, int) else 0 for d in inputs[name].shape]
+            dtype = np.float16 if inputs[name].type == "tensor(float16)" else np.float32
+            self.empty[name] = self.ortvalue(np.zeros(shape, dtype=dtype))
+
+    def _run(self, ids: np.ndarray, positions: np.ndarray, past: dict[str, Any]) -> Any:
+        feed = {
+            "input_ids": self.ortvalue(np.ascontiguousarray(ids, dtype=np.int64)[None]),
+            "logit_positions": self.ortvalue(positions),
+            **past,
+        }
+        out = self.session.run_with_ort_values(self.outputs, feed)
+        return out[0].numpy()[0], dict(zip(self.past, out[1:], strict=True))
+
+    def prefill(self, ids: np.ndarray) -> tuple[int, Any]:
+        logits, past = self._run(ids, np.array([len(ids) - 1], dtype=np.int64), self.empty)
+        return int(logits[-1].argmax()), past
+
+    def decode(self, token: int, state: Any) -> tuple[int, Any]:
+        logits, past = self._run(np.array([token]), np.zeros(1, dtype=np.int64), state)
+        return int(logits[-1].argmax()), past
+
+    def decode_logprobs(self, token: int, state: Any) -> tuple[np.ndarray, Any]:
+        from qbench.measure.llm import log_softmax
+
+        logits, past = self._run(np.array([token]), np.zeros(1, dtype=np.int64), state)
+        return log_softmax(logits[-1:])[0], past
+
+    def logprobs(self, ids: np.ndarray) -> np.ndarray:
+        from qbench.measure.llm import log_softmax
+
+        logits, _ = self._run(ids, np.arange(len(ids), dtype=np.int64), self.empty)
+        return log_softmax(logits)
+
+
 @backends.register
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     description = "ONNX Runtime, CPU execution provider"
     Params = OrtParams
     loads = ("onnx",)
+    generates = True  # causal LMs exported with their KV cache (OrtCausalLM)
     requires = ("onnxruntime",)
 
     def version(self) -> str:

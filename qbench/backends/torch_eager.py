@@ -323,6 +323,17 @@ class TorchCausalLM:
         return int(out.logits[0, -1].argmax()), state
 
     def decode(self, token: int, state: Any) -> tuple[int, Any]:
+        logits, state = self._step(token, state)
+        return int(logits.argmax()), state
+
+    def decode_logprobs(self, token: int, state: Any) -> tuple[np.ndarray, Any]:
+        import torch
+
+        logits, state = self._step(token, state)
+        return torch.log_softmax(logits.float(), dim=-1).numpy(), state
+
+    def _step(self, token: int, state: Any) -> tuple[Any, Any]:
+        """One decode step: the next-token logits [vocab] and the new state."""
         import torch
 
         cache, position = state
@@ -336,7 +347,7 @@ class TorchCausalLM:
             self.session.compile_s = time.perf_counter() - started
         if self.static is None:
             cache = self._cache(out)
-        return int(out.logits[0, -1].argmax()), (cache, position + 1)
+        return out.logits[0, -1], (cache, position + 1)
 
     def logprobs(self, ids: np.ndarray) -> np.ndarray:
         import torch

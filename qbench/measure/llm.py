@@ -14,7 +14,12 @@ split):
 - KL divergence of each position's next-token distribution from the fp32 reference's,
   KL(P_fp32 || P_cell), mean and 99th percentile (llama.cpp's `--kl-divergence`);
 - top-1 token agreement with the fp32 reference (fp32_agreement), with an interval that
-  counts each window as one draw (positions of one window are not independent).
+  counts each window as one draw (positions of one window are not independent);
+- the same divergence and agreement on the first window fed one token at a time through the
+  KV cache (decode_kld_mean, decode_fp32_agreement): what generation computes. A whole window
+  is one prefill-style call, and a method whose activations are quantized per tensor (ONNX
+  Runtime's dynamic int8) shares one scale across all of its positions there, while a decode
+  step quantizes its one token alone: the two can differ by an order of magnitude.
 """
 
 from __future__ import annotations
@@ -43,6 +48,10 @@ class TokenModel(Protocol):
 
     def logprobs(self, ids: np.ndarray) -> np.ndarray:
         """Next-token log-probabilities [T, vocab] (float32) of a window [T], no cache."""
+        ...
+
+    def decode_logprobs(self, token: int, state: Any) -> tuple[np.ndarray, Any]:
+        """decode(), returning the next-token log-probabilities [vocab] instead of a token."""
         ...
 
 
@@ -185,7 +194,32 @@ def measure_quality(
         }
     )
     row["perplexity_change"] = row["perplexity"] / row["perplexity_fp32"] - 1.0
+    row.update(decode_quality(lm, windows[0], np.asarray(reference[0], dtype=np.float64)))
+    notes.append(
+        f"decode_kld_mean, decode_fp32_agreement: the first eval window fed one token at a time "
+        f"through the KV cache ({row['decode_quality_tokens']} positions, teacher-forced), "
+        "against the fp32 reference"
+    )
     return row, notes
+
+
+def decode_quality(lm: TokenModel, ids: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
+    """KL divergence and top-1 agreement with `reference` ([T, vocab] fp32 log-probabilities
+    of the window `ids`) when the window is fed token by token: a one-token prefill, then each
+    next token of the text decoded with the cache (teacher forcing), as generation computes."""
+    _, state = lm.prefill(ids[:1])
+    kld, hits = [], []
+    for position in range(1, len(ids)):
+        logp, state = lm.decode_logprobs(int(ids[position]), state)
+        ref = reference[position]
+        logp = logp.astype(np.float64)
+        kld.append(float(np.sum(np.exp(ref) * (ref - logp))))
+        hits.append(bool(ref.argmax() == logp.argmax()))
+    return {
+        "decode_kld_mean": float(np.maximum(np.asarray(kld), 0.0).mean()),
+        "decode_fp32_agreement": float(np.mean(hits)),
+        "decode_quality_tokens": len(hits),
+    }
 
 
 def open_reference(path: str | Path | None) -> np.ndarray | None:

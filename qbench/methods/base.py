@@ -84,6 +84,9 @@ class Method:
     loads_by_assignment: ClassVar[bool] = False
     # False only for methods that run a model file as it is (`original`).
     needs_float_model: ClassVar[bool] = True
+    # Formats whose artifact this method calibrates by running the exported graph on the
+    # calibration inputs (not the torch module): a causal LM's graph also takes a KV cache.
+    calibrates_exported_graph: ClassVar[tuple[str, ...]] = ()
 
     def unsupported(self, fmt: str, params: Params, source: ModelSource) -> str | None:
         """Why this method cannot build `fmt` for this model with these params, or None.
@@ -99,6 +102,14 @@ class Method:
         if fmt == "onnx" and source.format == "tflite":
             return (f"model {source.name} is a .tflite file; ONNX artifacts come from torch "
                     "modules and ONNX files")  # fmt: skip
+        params_of_source = getattr(source, "params", None)
+        if (
+            fmt in self.calibrates_exported_graph
+            and params_of_source is not None
+            and source.output_kind(params_of_source) == "token_logits"
+        ):
+            return (f"{self.name} calibrates on whole inputs; a causal LM's ONNX graph takes "
+                    "a KV cache, which qbench's calibration does not feed")  # fmt: skip
         quantized = already_quantized(source)
         if quantized and self.needs_float_model:
             return (f"model {source.name} is already quantized ({quantized}); {self.name} "

@@ -25,32 +25,64 @@ def _specs(inputs: Any) -> list[InputSpec]:
     return [InputSpec(INPUT_NAME, tuple(inputs))]
 
 
+def is_causal_lm(module: Any) -> bool:
+    """A causal LM wrapper (hf_local's), exported with a KV cache (export_causal_lm)."""
+    return bool(getattr(module, "kv_cache_graph", False))
+
+
+def graph_kind(module: Any) -> str | None:
+    """What the fp32 export of `module` holds beyond the module's own call: part of the
+    cache keys of the export and of what is counted on it."""
+    if not is_causal_lm(module):
+        return None
+    from qbench.methods.export_causal_lm import GRAPH_VERSION
+
+    return f"kv_cache_v{GRAPH_VERSION}"
+
+
 def export_onnx(module: Any, inputs: Any, out: Path) -> None:
     """Export with a dynamic batch axis, weights inside the file, then ORT's pre-processing
     (shape inference and BatchNorm folding) that quantize_static expects. `inputs`: the
-    module's InputSpecs (its call order), or one sample shape of a one-input module."""
+    module's InputSpecs (its call order), or one sample shape of a one-input module. A causal
+    LM is exported with its KV cache instead (export_causal_lm)."""
+    if is_causal_lm(module):
+        from qbench.methods.export_causal_lm import export_causal_lm
+
+        export_causal_lm(module.model, out)
+        return
     import torch
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     specs = _specs(inputs)
     example = tuple(
         torch.zeros((2, *(d or 1 for d in s.shape)), dtype=getattr(torch, s.dtype)) for s in specs
     )
     batch = torch.export.Dim("batch", min=1, max=4096)
+    dynamo_export(module.eval(), example, out, [s.name for s in specs], [OUTPUT_NAME],
+                  tuple({0: batch} for _ in specs))  # fmt: skip
+
+
+def dynamo_export(module: Any, example: tuple[Any, ...], out: Path, input_names: list[str],
+                  output_names: list[str], dynamic_shapes: Any) -> None:  # fmt: skip
+    """torch.onnx's dynamo export of `module` at OPSET, weights inside the file, quietly; then
+    ORT's pre-processing (shape inference, constant and BatchNorm folding) that its quantizers
+    expect."""
+    import torch
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
     raw = out.with_name(out.stem + ".raw.onnx")
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module.eval(),
+            module,
             example,
             str(raw),
             dynamo=True,
             external_data=False,
-            input_names=[s.name for s in specs],
-            output_names=[OUTPUT_NAME],
+            input_names=input_names,
+            output_names=output_names,
             opset_version=OPSET,
-            dynamic_shapes=tuple({0: batch} for _ in specs),
+            dynamic_shapes=dynamic_shapes,
         )
     try:
         quant_pre_process(str(raw), str(out), skip_symbolic_shape=True)
@@ -130,5 +162,7 @@ def fp32_onnx(model_sha: str, module: Any, inputs: Any, onnx_path: Path | None =
     key: dict[str, Any] = {"model_sha": model_sha, "opset": OPSET, "v": 2}
     if onnx_path is None:
         key["inputs"] = [s.to_json() for s in _specs(inputs)]
+        if graph_kind(module):
+            key["graph"] = graph_kind(module)
     path, _ = cached_file("onnx_fp32", key, ".onnx", build)
     return path

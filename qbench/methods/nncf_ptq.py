@@ -111,6 +111,7 @@ class NncfInt8(_NncfMethod):
     description = "NNCF post-training static int8 (nncf.quantize) on OpenVINO IR"
     Params = NncfInt8Params
     uses_calibration = True
+    calibrates_exported_graph = ("openvino",)
 
     def describe(self, fmt: str, params: Params) -> dict[str, Any]:
         assert isinstance(params, NncfInt8Params)

@@ -114,6 +114,9 @@ def wrap(model: Any, task: str, pooling: str = "mean", normalize: bool = True) -
             return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
     class CausalLM(torch.nn.Module):
+        # its ONNX export carries the KV cache (qbench.methods.export_causal_lm)
+        kv_cache_graph = True
+
         def __init__(self, model: Any) -> None:
             super().__init__()
             self.model = model

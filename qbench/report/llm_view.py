@@ -37,7 +37,10 @@ def llm_section(latest: Any) -> str:
         "against perplexity on the eval text; right: time to first token (prefill of the "
         "longest prompt) against the mean KL divergence of next-token distributions from the "
         "fp32 reference. Colour = method, symbol = backend; open markers are simulated cells. "
-        "Best is bottom-right on the left panel, bottom-left on the right.</p>\n"
+        "Best is bottom-right on the left panel, bottom-left on the right. Perplexity and "
+        "KLD come from whole windows (one prefill-style call each); the table's token-by-token "
+        "column feeds the first window one token at a time through the KV cache, as generation "
+        "does: a method that quantizes activations per tensor scores differently there.</p>\n"
         f'<div class="chart">{_chart(rows)}</div>\n{_table(rows)}'
     )
 
@@ -87,6 +90,14 @@ def _f(value: Any, digits: int = 3) -> str:
     return "—" if v is None else f"{v:.{digits}g}"
 
 
+def _by_token(r: Any) -> str:
+    """The token-by-token pass (decode_kld_mean, decode_fp32_agreement), or a dash."""
+    agree = num(getattr(r, "decode_fp32_agreement", None))
+    if agree is None:
+        return "—"
+    return f"{_f(getattr(r, 'decode_kld_mean', None))} / {agree:.1%}"
+
+
 def _table(rows: Any) -> str:
     head = (
         "model",
@@ -102,6 +113,7 @@ def _table(rows: Any) -> str:
         "KLD mean",
         "KLD p99",
         "top-1 agree",
+        "token by token: KLD / agree",
         "peak RSS MiB",
         "artifact MB",
     )
@@ -125,6 +137,7 @@ def _table(rows: Any) -> str:
             _f(r.kld_mean),
             _f(r.kld_p99),
             "—" if agree is None else f"{agree:.1%}" + (f" [{span}%]" if span else ""),
+            _by_token(r),
             fmt.fixed(r.peak_rss_mb, 0),
             fmt.mb(r.artifact_bytes),
         )

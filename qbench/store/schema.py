@@ -219,6 +219,18 @@ RESULT_COLUMNS: tuple[Column, ...] = (
     ),
     Column("kld_p99", "float64", "causal LM: 99th percentile of that KL divergence, nats"),
     Column(
+        "decode_kld_mean",
+        "float64",
+        "causal LM: mean KL divergence from fp32 when the first eval window is fed one token at "
+        "a time through the KV cache (teacher-forced decode), nats",
+    ),
+    Column(
+        "decode_fp32_agreement",
+        "float64",
+        "causal LM: top-1 agreement with fp32 in that token-by-token pass",
+    ),
+    Column("decode_quality_tokens", "int64", "causal LM: positions of that token-by-token pass"),
+    Column(
         "power_source",
         "string",
         "power meter that measured (rapl, nvml, http, command) or tdp_estimate",
