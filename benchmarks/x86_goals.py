@@ -29,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+# the same interleaved rounds as `qbench tune`'s finals
+from qbench.tune.finals import interleave, ratio  # noqa: E402
 
 # (label, backend, backend params, method, method params); the label names the variant.
 VARIANTS: list[tuple[str, str, dict[str, Any], str, dict[str, Any]]] = [
@@ -119,29 +120,6 @@ def open_variant(built: dict[str, Any], batch: int = 1) -> tuple[Any, dict[str, 
         **{k: v for k, v in session.inspect().items() if k != "notes"},
     }
     return run, facts
-
-
-def interleave(runners: dict[str, Any], rounds: int, seconds: float) -> dict[str, list[float]]:
-    """Per-round median latency (ms) of every runner, rounds interleaved in rotating order."""
-    names = list(runners)
-    for run in runners.values():  # warm-up
-        for _ in range(5):
-            run()
-    p50s: dict[str, list[float]] = {n: [] for n in names}
-    for i in range(rounds):
-        for name in names[i % len(names) :] + names[: i % len(names)]:
-            run, samples, end = runners[name], [], time.perf_counter() + seconds
-            while time.perf_counter() < end or len(samples) < 5:
-                t = time.perf_counter()
-                run()
-                samples.append((time.perf_counter() - t) * 1e3)
-            p50s[name].append(statistics.median(samples))
-    return p50s
-
-
-def ratio(p50s: dict[str, list[float]], slow: str, fast: str) -> float:
-    """How many times faster `fast` is than `slow`: median over rounds of slow/fast."""
-    return statistics.median(a / b for a, b in zip(p50s[slow], p50s[fast], strict=True))
 
 
 def measure(models: list[str], labels: list[str], rounds: int, seconds: float) -> dict:

@@ -11,6 +11,26 @@ from typing import Any
 EXIT_OK, EXIT_ERROR, EXIT_INVALID, EXIT_REGRESSION = 0, 1, 2, 3
 
 
+def budget_fraction(text: str) -> float:
+    """--budget: a fraction of accuracy (0.01 = one point), or points with a % (1%)."""
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is no number (e.g. 0.01 or 1%)") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: a fraction in [0, 1) (0.01 = one point)")
+    return value
+
+
+BUDGET_ARGUMENT: dict = {
+    "type": budget_fraction,
+    "default": 0.01,
+    "metavar": "FRACTION",
+    "help": "accuracy budget of the summary's within-budget pick: at most this much below fp32 "
+    "at the 95%% lower bound (default 0.01 = one point; 1%% also works)",
+}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qbench",
@@ -109,6 +129,7 @@ def _parser() -> argparse.ArgumentParser:
         "on a node of a Ray cluster holding the resource dev:DEVICE; ADDRESS e.g. HOST:6379, "
         "default RAY_ADDRESS or a local cluster; see `qbench list executors`)",
     )
+    run.add_argument("--budget", **BUDGET_ARGUMENT)
     out = run.add_mutually_exclusive_group()
     out.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     out.add_argument(
@@ -122,6 +143,22 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("-o", "--output", required=True, help="HTML file to write")
     report.add_argument("--latest", action="store_true", help="only the latest run")
     report.add_argument("--title", help="page title")
+    report.add_argument("--budget", **BUDGET_ARGUMENT)
+
+    exp = sub.add_parser(
+        "export",
+        help="write the artifact a measured cell ran (the file to ship) with its metadata",
+        description="Copy the artifact of a measured cell (the quantized .onnx, .tflite, "
+        "OpenVINO IR or torch file its backend loaded) out of the cache, checked against the "
+        "hash its row recorded, with NAME.json beside it: method, parameters, hash, measured "
+        "figures. A run id exports every ok cell of that run into a folder.",
+    )
+    exp.add_argument("target", metavar="CELL_OR_RUN", help="a cell id (its latest ok row) or a "
+                     "run id, e.g. digits_cnn/static_int8/onnxruntime/local/b1/t1")  # fmt: skip
+    exp.add_argument(
+        "-o", "--output", required=True, help="file to write (a cell); folder (a run, or ending /)"
+    )
+    exp.add_argument("--store", default="results", help="store directory (default: results)")
 
     cmp = sub.add_parser(
         "compare",
@@ -166,6 +203,10 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--markdown", metavar="FILE", help="also write the Markdown summary here")
     cmp.add_argument("--json", metavar="FILE", help="write the JSON summary here (- for stdout)")
     cmp.add_argument("-q", "--quiet", action="store_true", help="print nothing")
+
+    from qbench.cli_tune import add_parser as add_tune
+
+    add_tune(sub)
 
     dash = sub.add_parser(
         "dashboard",
@@ -233,6 +274,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "export":
+            return cmd_export(args)
+        if args.command == "tune":
+            from qbench.cli_tune import cmd_tune
+
+            return cmd_tune(args)
         if args.command == "devices":
             return cmd_devices(args)
         if args.command == "compare":
@@ -257,6 +304,17 @@ def main(argv: list[str] | None = None) -> int:
         return getattr(exc, "exit_code", 130)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from qbench.artifact_export import export
+
+    store = Path(args.store)
+    if not (store / "results").is_dir():
+        raise ValueError(f"--store {store}: no qbench store there (run a suite first)")
+    for path in export(store, args.target, args.output):
+        print(f"wrote {path}")
+    return EXIT_OK
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from qbench.report import build_report_html
     from qbench.store.parquet import load
@@ -270,7 +328,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.store}: the store holds no results")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
-        build_report_html(runs, results, title=args.title or "qbench report"), encoding="utf-8"
+        build_report_html(runs, results, title=args.title or "qbench report", budget=args.budget),
+        encoding="utf-8",
     )
     print(f"wrote {out} ({len(results)} rows)")
     return EXIT_OK

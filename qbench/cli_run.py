@@ -11,6 +11,7 @@ from typing import Any
 
 from qbench.cli import output_file, store_folder
 from qbench.plan import Cell, Plan
+from qbench.report.summary_view import summaries_json
 
 SUMMARY_FIELDS = (
     "cell_id",
@@ -76,7 +77,7 @@ def _fmt(value: Any, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
 
-def _print_summary(summary: Any, report: Path | None) -> None:
+def _print_summary(summary: Any, report: Path | None, picks: list[Any]) -> None:
     if summary.resumed:
         print(f"resumed run {summary.run_id}: {summary.resumed} cells kept from it, "
               f"{len(summary.rows) - summary.resumed} measured or recorded now")  # fmt: skip
@@ -99,6 +100,11 @@ def _print_summary(summary: Any, report: Path | None) -> None:
     for row in summary.rows:
         if row["status"] == "skipped":
             print(f"  skipped {row['cell_id']}: {row.get('error')}")
+    if picks:
+        from qbench.report.summary_view import text_lines
+
+        print("at a glance (latest row of each of the suite's cells):")
+        print("\n".join(text_lines(picks)))
     print(f"store: {summary.store}")
     if report:
         print(f"report: {report}")
@@ -167,19 +173,22 @@ def cmd_run(args: argparse.Namespace) -> int:
                            resume=resume)  # fmt: skip
     finally:
         progress.close()
-    if report_path is not None and summary.rows:
-        from qbench.report import build_report_html
+    picks: list[Any] = []
+    if summary.rows:
         from qbench.store.parquet import load
 
+        # the suite's history in the store (its earlier runs too: the charts and the summary
+        # take each cell's latest row, the table lists every run's)
         runs, results = load(store)
-        runs, results = (
-            runs[runs.run_id == summary.run_id],
-            results[results.run_id == summary.run_id],
-        )
-        report_path.parent.mkdir(parents=True, exist_ok=True)
-        report_path.write_text(
-            build_report_html(runs, results, title=f"qbench: {suite.name}"), encoding="utf-8"
-        )
+        ids = set(runs.run_id[runs.suite == suite.name]) | {summary.run_id}
+        runs, results = runs[runs.run_id.isin(ids)], results[results.run_id.isin(ids)]
+        picks = _at_a_glance(results, args.budget)
+        if report_path is not None:
+            from qbench.report import build_report_html
+
+            report_path.parent.mkdir(parents=True, exist_ok=True)
+            page = build_report_html(runs, results, f"qbench: {suite.name}", args.budget)
+            report_path.write_text(page, encoding="utf-8")
     if args.json:
         doc = {
             "run_id": summary.run_id,
@@ -187,10 +196,19 @@ def cmd_run(args: argparse.Namespace) -> int:
             "report": str(report_path) if report_path else None,
             "counts": {s: summary.count(s) for s in ("ok", "failed", "timeout", "skipped")},
             "excluded": summary.excluded,
+            "summary": summaries_json(picks),
             "rows": [{k: r.get(k) for k in SUMMARY_FIELDS} for r in summary.rows],
         }
         json.dump(doc, sys.stdout, default=str, indent=1)
         sys.stdout.write("\n")
     elif not args.quiet:
-        _print_summary(summary, report_path)
+        _print_summary(summary, report_path, picks)
     return 0
+
+
+def _at_a_glance(results: Any, budget: float) -> list[Any]:
+    """The summary (qbench.report.summary) of the latest row of each of the suite's cells."""
+    from qbench.report.data import latest_per_cell, prepare
+    from qbench.report.summary import summarize
+
+    return summarize(latest_per_cell(prepare(results)), budget) if len(results) else []

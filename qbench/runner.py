@@ -10,6 +10,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -201,10 +202,14 @@ def run_plan(
     progress: ProgressHook | None = None,
     executor: str = "local",
     resume: str | None = None,
+    deadline: tuple[float, str] | None = None,
 ) -> RunSummary:
     """Run the plan's cells into the store. With `resume` (a run id, see resume_target), the
     cells that run already measured or skipped are kept and only its missing, failed or
-    timed-out cells run, into that same run."""
+    timed-out cells run, into that same run. With `deadline` (a time.monotonic() value and a
+    reason), no cell starts after that time: the cells left are recorded as skipped with the
+    reason (`qbench tune --time-budget`; an executor that starts cells ahead, such as Ray,
+    finishes those it started)."""
     from qbench.store.parquet import RowError, RunWriter, recover_journals
 
     fam = load_all()
@@ -268,6 +273,14 @@ def run_plan(
                 if progress:
                     progress("done", cell, row)
                 cell_started = now()
+                if deadline is not None and time.monotonic() >= deadline[0]:
+                    break
+            if deadline is not None:
+                done = {r["cell_id"] for r in summary.rows}
+                for cell in to_run:
+                    if cell.cell_id not in done:
+                        record({**base_row(cell), "status": "skipped", "error": deadline[1],
+                                "started_at": now(), "duration_s": 0.0}, cell)  # fmt: skip
     finally:
         writer.finish(finished_at=now(), cells_total=len(plan.cells), cells_excluded=plan.excluded)
         shutil.rmtree(workroot, ignore_errors=True)

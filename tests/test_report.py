@@ -357,21 +357,38 @@ def test_import_is_cheap() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_accuracy_chart_labels_backends_when_it_mixes_them(store: Path) -> None:
-    """ORT, torch and LiteRT cells share one accuracy-vs-latency plot: each point names its
-    backend, so the same model and method on two runtimes can be told apart."""
+def test_accuracy_chart_colours_methods_and_marks_backends(store: Path) -> None:
+    """One panel per model, x = speed-up over the best fp32 of any backend, colour = method,
+    symbol = backend, one metric per panel's axis; simulated cells are left out."""
     from qbench.report.charts import accuracy_charts
     from qbench.report.data import latest_per_cell, prepare
     from qbench.store.parquet import load
 
     latest = latest_per_cell(prepare(load(store)[1]))
     ok = latest[latest["status"] == "ok"]
-    assert ok["backend"].nunique() > 1
-    html = accuracy_charts(ok)[0].html
-    assert '"ORT"' in html and '"torch_eager"' in html  # unknown backends keep their name
-    assert "Labels name the backend" in accuracy_charts(ok)[0].caption
-    one = accuracy_charts(ok[ok["backend"] == "onnxruntime"])[0]
-    assert '"ORT"' not in one.html and "Labels name" not in one.caption
+    (chart,) = accuracy_charts(ok)
+    traces = chart.html.split("Plotly.newPlot(", 1)[1].split(",", 1)[1].lstrip()
+    figure, _ = json.JSONDecoder().raw_decode(traces)
+    markers = [t for t in figure if t.get("mode") == "markers"]
+    assert {t["name"] for t in markers} == {"fp32 · onnxruntime", "fp32 · torch_eager",
+        "static_int8 · onnxruntime", "static_int8[per_channel=True] · onnxruntime"}  # fmt: skip
+    # panel 1 (x axis "x") is digits_cnn, whose best fp32 is ORT's 0.5 ms: torch fp32 (0.8 ms)
+    # sits at 0.625; panel 2 is mobilenet_v2 (ORT fp32 8 ms, torch 10 ms: 0.8)
+    digits = {t["name"]: t for t in markers if t["xaxis"] == "x"}
+    mobile = {t["name"]: t for t in markers if t["xaxis"] == "x2"}
+    assert digits["fp32 · torch_eager"]["x"] == [0.625] and mobile["fp32 · torch_eager"]["x"] == [
+        0.8
+    ]
+    assert sorted(digits["static_int8 · onnxruntime"]["x"]) == [2.0]
+    assert mobile["static_int8 · onnxruntime"]["x"] == [2.5]
+    symbol = {t["name"]: t["marker"]["symbol"] for t in markers}
+    assert symbol["fp32 · onnxruntime"] == symbol["static_int8 · onnxruntime"]
+    assert symbol["fp32 · onnxruntime"] != symbol["fp32 · torch_eager"]
+    colour = {t["name"]: t["marker"]["color"] for t in markers}
+    assert colour["fp32 · onnxruntime"] == colour["fp32 · torch_eager"]
+    assert colour["fp32 · onnxruntime"] != colour["static_int8 · onnxruntime"]
+    assert "1 simulated cell(s) are left out" in chart.caption
+    assert '"text":"top-1"' in chart.html and '"text":"agreement with fp32"' in chart.html
 
 
 def test_accuracy_intervals_in_table_and_chart(tmp_path: Path) -> None:
@@ -401,5 +418,5 @@ def test_accuracy_intervals_in_table_and_chart(tmp_path: Path) -> None:
     import re
 
     bars = re.findall(r'"arrayminus":\[([^\]]*)\]', chart)
-    assert sorted(bars) == ["0.018000000000000016", "null,0.08100000000000007"]
+    assert sorted(bars) == ["0.018000000000000016", "0.08100000000000007", "null"]
     assert "95% interval 81.9\\u201397.0%" in chart  # Plotly's JSON escapes the en dash

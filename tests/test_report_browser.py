@@ -138,3 +138,57 @@ def test_header_click_sorts(opened: tuple[Any, list[str], list[str]]) -> None:
     models = _visible(page, "model")
     assert models == sorted(models)
     assert errors == []
+
+
+def test_summary_names_the_fastest_and_the_within_budget_pick(browser: Any, tmp_path: Path) -> None:
+    """The first section of a known store's report, as a reader sees it."""
+    from tests.test_summary import known_rows
+
+    store = write_store(tmp_path / "store", known_rows())
+    report = write_report(store, tmp_path / "report.html")
+    page, errors, remote = open_offline(browser, report, 3, "QBENCH_SUMMARY_SCREENSHOT")
+    try:
+        assert errors == [] and remote == []
+        summary = page.locator("#summary")
+        # above every chart and the table
+        assert page.evaluate(
+            "document.querySelector('#summary').getBoundingClientRect().top < "
+            "document.querySelector('.js-plotly-plot').getBoundingClientRect().top"
+        )
+        fastest = summary.locator('tr.pick-fastest[data-model="digits_cnn"]').inner_text()
+        assert "static_int8 on onnxruntime" in fastest and "2.50×" in fastest
+        assert "per_channel" not in fastest
+        within = summary.locator('tr.pick-within-budget[data-model="digits_cnn"]').inner_text()
+        assert "static_int8[per_channel=True] on onnxruntime" in within and "2.00×" in within
+        reference = summary.locator('tr.pick-best-fp32[data-model="digits_cnn"]').inner_text()
+        assert "fp32 on onnxruntime" in reference and "1.00×" in reference
+        # the table fits a 1600 px page: nothing scrolls sideways
+        assert page.evaluate(
+            "document.querySelector('#summary table').scrollWidth <= "
+            "document.querySelector('#summary .scroll').clientWidth"
+        )
+    finally:
+        page.close()
+
+
+def test_the_results_table_fits_a_laptop_screen(browser: Any, tmp_path: Path) -> None:
+    """At 1400 px the table needs no sideways scroll: accuracy and speed-up are on screen, the
+    rest of each row is folded into its details, which open on a click."""
+    report = write_report(write_store(tmp_path / "store"), tmp_path / "report.html")
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    try:
+        page.goto(report.as_uri())
+        page.wait_for_load_state("load")
+        assert page.evaluate(
+            "document.querySelector('#results').scrollWidth <= "
+            "document.querySelector('#results').parentElement.clientWidth"
+        )
+        heads = page.locator("#results thead th").all_inner_texts()
+        assert {"× best fp32", "top-1", "fp32 agree", "artifact MB"} <= {h.strip() for h in heads}
+        cell = '#results tr[data-cell-id="digits_cnn/fp32/onnxruntime/local/b1/t1"]'
+        details = page.locator(f"{cell} details")
+        assert not details.locator("dl").is_visible()
+        details.locator("summary").click()
+        assert details.locator("dl").is_visible() and "p99 ms" in details.inner_text()
+    finally:
+        page.close()

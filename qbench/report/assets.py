@@ -56,7 +56,12 @@ table.hosts pre { margin: 0; font-size: 12px; max-height: 220px; overflow: auto;
 #results tr.st-timeout { background: #fff8f0; }
 #results tr.st-skipped { color: var(--muted); }
 #results tr.simulated td.exec-cell { color: var(--sim); font-weight: 600; }
-td.err { max-width: 460px; min-width: 280px; white-space: normal; font-size: 12px; }
+td.err { max-width: 420px; min-width: 200px; white-space: normal; font-size: 12px; }
+td.err summary { cursor: pointer; }
+td.err dl { display: grid; grid-template-columns: auto auto; gap: 0 10px; margin: 4px 0; }
+td.err dt { color: var(--muted); } td.err dd { margin: 0; font-variant-numeric: tabular-nums; }
+td.err .notes { color: var(--muted); margin-top: 4px; }
+td.lbl { max-width: 220px; overflow-wrap: anywhere; }
 td.id { font-family: ui-monospace, monospace; font-size: 12px; white-space: nowrap; }
 .simnote { display: block; color: var(--sim); font-size: 11px; }
 .ci { color: #777; font-size: 11px; }

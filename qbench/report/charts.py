@@ -13,10 +13,6 @@ from qbench.report import fmt
 from qbench.report.pareto import pareto_front
 
 METRIC_LABEL = {"top1": "top-1", "fp32_agreement": "agreement with fp32"}
-METRIC_SYMBOL = {"top1": "circle", "fp32_agreement": "diamond"}
-# Point labels naming the backend, where one figure mixes backends and has few enough points.
-BACKEND_TAG = {"onnxruntime": "ORT", "torch": "pt", "litert": "LiteRT", "edgetpu": "TPU"}
-MAX_LABELLED_POINTS = 60
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
 
@@ -31,7 +27,7 @@ def build_charts(latest: Any) -> list[Chart]:
     """All figures; `latest` is the prepared frame (data.prepare) of the latest row per cell."""
     ok = latest[latest["status"].astype(object).eq("ok").fillna(False).astype(bool)]
     colours = _colours(sorted(ok["method_label"].dropna().unique()))
-    charts = accuracy_charts(ok)
+    charts = accuracy_charts(ok, colours)
     charts.append(packed_size_chart(ok))
     charts.append(speedup_chart(ok, colours))
     charts.append(size_chart(ok, colours))
@@ -62,44 +58,80 @@ def _render(fig: Any, div_id: str, height: int) -> str:
     )
 
 
-def accuracy_charts(ok: Any) -> list[Chart]:
-    """One figure per device: accuracy vs p50 latency, colour = model, Pareto per model."""
-    import plotly.graph_objects as go
+SYMBOLS = ("circle", "diamond", "square", "triangle-up", "x", "star", "hexagon", "cross",
+           "triangle-down", "pentagon")  # fmt: skip
 
-    pts = ok[ok["accuracy"].notna() & (ok["latency_p50_ms"].astype(float) > 0)]
-    colour = _colours(sorted(pts["model"].dropna().unique()))
+
+def _symbols(labels: list[str]) -> dict[str, str]:
+    return {label: SYMBOLS[i % len(SYMBOLS)] for i, label in enumerate(labels)}
+
+
+def accuracy_charts(ok: Any, colours: dict[str, str] | None = None) -> list[Chart]:
+    """One figure per device, one panel per model: accuracy against the speed-up over the best
+    fp32 of that model on that device (any backend). Colour = method, symbol = backend; each
+    panel's y axis is the model's one metric (top-1 where its fp32 has labels, else agreement
+    with fp32); the dotted line is the panel's Pareto front."""
+    from plotly.subplots import make_subplots
+
+    from qbench.report.data import best_fp32_speedups
+
+    ok = ok.assign(speedup_best=best_fp32_speedups(ok))
+    pts = ok[ok["accuracy"].notna() & ok["speedup_best"].notna()]
+    simulated = int((ok["simulated"] & ok["accuracy"].notna()).sum())
+    colours = colours or _colours(sorted(ok["method_label"].dropna().unique()))
+    symbols = _symbols(sorted(ok["backend_label"].dropna().unique()))
     charts = []
     for n, device in enumerate(sorted(pts["device"].dropna().unique())):
         d = pts[pts["device"] == device]
-        fig = go.Figure()
-        tag = d["backend"].nunique() > 1 and len(d) <= MAX_LABELLED_POINTS
-        for model in sorted(d["model"].unique()):
-            _add_model_traces(fig, d[d["model"] == model], model, colour[model], tag)
-        fig.update_xaxes(
-            type="log", dtick="D2", tickformat="~g", title="latency p50 per batch, ms (log scale)"
-        )
-        fig.update_yaxes(title="accuracy: top-1 (●) or agreement with fp32 (◆)", tickformat=".0%")
-        fig.update_layout(legend={"title": {"text": "model"}})
+        models = sorted(d["model"].unique())
+        cols = min(len(models), 3)
+        rows = -(-len(models) // cols)
+        metric = {m: _model_metric(d[d["model"] == m]) for m in models}
+        fig = make_subplots(rows=rows, cols=cols, subplot_titles=models,
+                            horizontal_spacing=0.08, vertical_spacing=0.16)  # fmt: skip
+        shown: set[tuple[str, str]] = set()
+        for i, model in enumerate(models):
+            row, col = i // cols + 1, i % cols + 1
+            m = d[(d["model"] == model) & (d["accuracy_metric"] == metric[model])]
+            _add_panel(fig, m, colours, symbols, shown, row, col)
+            fig.update_xaxes(type="log", tickformat="~g", title="× best fp32 (log)", row=row,
+                             col=col)  # fmt: skip
+            fig.update_yaxes(title=METRIC_LABEL[metric[model]], tickformat=".0%", row=row, col=col)
+        fig.update_layout(legend={"title": {"text": "method · backend"}})
         caption = (
-            "Each point is one cell (latest ok row). Colour = model; ● top-1 accuracy on "
-            "labelled data, ◆ share of inputs whose top-1 class matches fp32 (used where "
-            "the dataset has no labels). The dotted line joins each model's Pareto front "
-            "on this device: no other native cell of that model is both faster and more "
-            "accurate. Open markers are simulated cells (float kernels emulating "
-            "integer ones): their latency is not that of real integer kernels, so they "
-            "are left out of the front. Latency is per batch, so rows with larger "
-            "batches sit further right."
+            "One panel per model; each point is one cell (latest ok row). x = speed-up over the "
+            "best fp32 of that model on this device, any backend (time per input: latency p50 "
+            "/ batch); right is faster, 1 is that fp32. y = the model's accuracy metric: top-1 "
+            "on labelled data, else the share of inputs whose top-1 matches fp32; bars are 95% "
+            "intervals. Colour = method, symbol = backend. The dotted line is the panel's "
+            "Pareto front: no other cell is both faster and more accurate."
         )
-        if tag:
-            caption += " Labels name the backend (ORT = ONNX Runtime, pt = PyTorch)."
+        if simulated:
+            caption += (
+                f" {simulated} simulated cell(s) are left out: float kernels emulating integer "
+                "ones have no real speed-up."
+            )
         charts.append(
             Chart(
-                f"Accuracy vs latency — {device}", caption, _render(fig, f"chart-accuracy-{n}", 480)
+                f"Accuracy vs speed-up — {device}",
+                caption,
+                _render(fig, f"chart-accuracy-{n}", 420 * rows),
             )
         )
     if not charts:
-        return [Chart("Accuracy vs latency", "No ok cell has both a latency and an accuracy.", "")]
-    return charts
+        return [
+            Chart(
+                "Accuracy vs speed-up",
+                "No native ok cell has an accuracy and an fp32 cell to compare with.",
+                "",
+            )
+        ]
+    return charts  # fmt: skip
+
+
+def _model_metric(m: Any) -> str:
+    """A model's one accuracy metric: top-1 where its cells have it, else agreement."""
+    return "top1" if (m["accuracy_metric"] == "top1").any() else "fp32_agreement"
 
 
 def _gaps(values: Any) -> list[float | None]:
@@ -112,76 +144,65 @@ def _interval_text(low: Any, high: Any) -> str:
     return f" (95% interval {span}%)" if span else ""
 
 
-def _add_model_traces(fig: Any, m: Any, model: str, colour: str, tag: bool = False) -> None:
-    shown = False
-    for metric in ("top1", "fp32_agreement"):
-        for simulated in (False, True):
-            sel = m[(m["accuracy_metric"] == metric) & (m["simulated"] == simulated)]
-            if sel.empty:
-                continue
-            custom = [
-                [
-                    r.model,
-                    r.method_label,
-                    r.backend_label,
-                    _i(r.batch),
-                    _i(r.threads),
-                    METRIC_LABEL[metric] + (" · SIMULATED, latency not real" if simulated else ""),
-                    _interval_text(r.accuracy_ci_low, r.accuracy_ci_high),
-                ]
-                for r in sel.itertuples()
-            ]
-            ys = sel["accuracy"].astype(float)
-            symbol = METRIC_SYMBOL[metric] + ("-open" if simulated else "")
-            fig.add_scatter(
-                x=sel["latency_p50_ms"].astype(float).tolist(),
-                y=ys.tolist(),
-                # the 95% interval of each point (none where the row has none)
-                error_y={
-                    "type": "data",
-                    "symmetric": False,
-                    "array": _gaps(sel["accuracy_ci_high"].astype(float) - ys),
-                    "arrayminus": _gaps(ys - sel["accuracy_ci_low"].astype(float)),
-                    "color": colour,
-                    "thickness": 1,
-                    "width": 3,
-                },
-                mode="markers+text" if tag else "markers",
-                text=[BACKEND_TAG.get(b, b) for b in sel["backend"]] if tag else None,
-                textposition="middle right",
-                textfont={"size": 9, "color": "#555"},
-                name=model,
-                legendgroup=model,
-                showlegend=not shown,
-                marker={
-                    "color": colour,
-                    "symbol": symbol,
-                    "size": 10,
-                    "line": {"width": 2 if simulated else 0, "color": colour},
-                },
-                customdata=custom,
-                hovertemplate=(
-                    "<b>%{customdata[0]}</b><br>method: %{customdata[1]}"
-                    "<br>backend: %{customdata[2]}<br>batch %{customdata[3]}, "
-                    "threads %{customdata[4]}<br>latency p50: %{x:.3g} ms"
-                    "<br>%{customdata[5]}: %{y:.2%}%{customdata[6]}<extra></extra>"
-                ),
-            )
-            shown = True
-        native = m[(m["accuracy_metric"] == metric) & ~m["simulated"]]
-        xs, ys = native["latency_p50_ms"].astype(float).tolist(), native["accuracy"].tolist()
-        front = pareto_front(xs, ys)
-        if len(front) >= 2:
-            fig.add_scatter(
-                x=[xs[i] for i in front],
-                y=[ys[i] for i in front],
-                mode="lines",
-                line={"color": colour, "dash": "dot", "width": 1.5},
-                name=f"{model} Pareto front",
-                legendgroup=model,
-                showlegend=False,
-                hoverinfo="skip",
-            )
+def _add_panel(fig: Any, m: Any, colours: dict[str, str], symbols: dict[str, str],
+               shown: set[tuple[str, str]], row: int, col: int) -> None:  # fmt: skip
+    """One trace per (method, backend) in one model's panel, then its Pareto front."""
+    for (method, backend), sel in m.groupby(["method_label", "backend_label"], sort=True):
+        ys = sel["accuracy"].astype(float)
+        colour = colours.get(method, "#444")
+        custom = [
+            [r.model, r.method_label, r.backend_label, _i(r.batch), _i(r.threads),
+             METRIC_LABEL[r.accuracy_metric], _interval_text(r.accuracy_ci_low,
+             r.accuracy_ci_high), r.latency_p50_ms]
+            for r in sel.itertuples()
+        ]  # fmt: skip
+        key = (str(method), str(backend))
+        fig.add_scatter(
+            x=sel["speedup_best"].astype(float).tolist(),
+            y=ys.tolist(),
+            error_y={
+                "type": "data",
+                "symmetric": False,
+                "array": _gaps(sel["accuracy_ci_high"].astype(float) - ys),
+                "arrayminus": _gaps(ys - sel["accuracy_ci_low"].astype(float)),
+                "color": colour,
+                "thickness": 1,
+                "width": 3,
+            },
+            mode="markers",
+            name=f"{method} · {backend}",
+            legendgroup=f"{method} · {backend}",
+            showlegend=key not in shown,
+            marker={"color": colour, "symbol": symbols.get(str(backend), "circle"), "size": 11,
+                    "line": {"width": 1, "color": "#fff"}},
+            customdata=custom,
+            hovertemplate=(
+                "<b>%{customdata[0]}</b><br>method: %{customdata[1]}"
+                "<br>backend: %{customdata[2]}<br>batch %{customdata[3]}, "
+                "threads %{customdata[4]}<br>%{x:.2f}× the best fp32 "
+                "(p50 %{customdata[7]:.3g} ms)"
+                "<br>%{customdata[5]}: %{y:.2%}%{customdata[6]}<extra></extra>"
+            ),
+            row=row,
+            col=col,
+        )  # fmt: skip
+        shown.add(key)
+    # lowest time first: x = 1 / speed-up
+    xs = (1.0 / m["speedup_best"].astype(float)).tolist()
+    ys = m["accuracy"].astype(float).tolist()
+    speedups = m["speedup_best"].astype(float).tolist()
+    front = pareto_front(xs, ys)
+    if len(front) >= 2:
+        fig.add_scatter(
+            x=[speedups[i] for i in front],
+            y=[ys[i] for i in front],
+            mode="lines",
+            line={"color": "#888", "dash": "dot", "width": 1.5},
+            showlegend=False,
+            hoverinfo="skip",
+            row=row,
+            col=col,
+        )
 
 
 def _i(value: Any) -> Any:
@@ -236,8 +257,11 @@ def _bars(df: Any, y: str, colours: dict[str, str], y_title: str, text: list[str
 
 
 def speedup_chart(ok: Any, colours: dict[str, str]) -> Chart:
-    title = "Speedup vs fp32"
-    rows = ok[ok["speedup"].notna() & (ok["method"] != "fp32")]
+    from qbench.report.data import best_fp32_speedups
+
+    title = "Speed-up vs the best fp32 of any backend"
+    ok = ok.assign(speedup_best=best_fp32_speedups(ok))
+    rows = ok[ok["speedup_best"].notna()]
     simulated = ok[ok["simulated"]]
     note = ""
     if not simulated.empty:
@@ -246,15 +270,20 @@ def speedup_chart(ok: Any, colours: dict[str, str]) -> Chart:
             "that emulate integer ones, so their latency ratio is not a speedup."
         )
     caption = (
-        "speedup = p50 latency of the fp32 cell / p50 latency of this cell, for the "
-        "same model, backend, device, batch and threads (above 1 = faster than fp32; "
-        "dashed line = fp32)." + note
+        "speed-up = time per input (p50 latency / batch) of the fastest fp32 cell of the same "
+        "model on the same device, whatever its backend, threads or batch / this cell's. One "
+        "scale for every backend: the tallest bar is the fastest configuration (dashed line = "
+        "that fp32; fp32 bars of slower backends sit below it)." + note
     )
     if rows.empty:
         return Chart(title, "No native ok cell has an fp32 cell to compare with." + note, "")
     rows = rows.sort_values(["backend_label", "model", "method_label"])
     fig = _bars(
-        rows, "speedup", colours, "speedup vs fp32 (×)", [f"{v:.2f}×" for v in rows["speedup"]]
+        rows,
+        "speedup_best",
+        colours,
+        "× best fp32",
+        [f"{v:.2f}×" for v in rows["speedup_best"]],
     )
     fig.add_hline(y=1, line_dash="dash", line_color="#555", row="all", col="all")
     return Chart(title, caption, _render(fig, "chart-speedup", 460))
@@ -281,7 +310,8 @@ def size_chart(ok: Any, colours: dict[str, str]) -> Chart:
 
 
 def packed_size_chart(ok: Any) -> Chart | None:
-    """Accuracy against theoretical packed size, one panel per model, colour = method."""
+    """Accuracy against theoretical packed size, one panel per model, colour = method, symbol =
+    backend (open: simulated)."""
     from plotly.subplots import make_subplots
 
     pts = ok[ok["accuracy"].notna() & ok["packed_bytes"].notna()]
@@ -289,10 +319,14 @@ def packed_size_chart(ok: Any) -> Chart | None:
         return None
     models = sorted(pts["model"].dropna().unique())
     colour = _colours(sorted(pts["method"].dropna().unique()))
-    fig = make_subplots(rows=1, cols=len(models), subplot_titles=models, shared_yaxes=True)
+    symbols = _symbols(sorted(ok["backend_label"].dropna().unique()))
+    fig = make_subplots(rows=1, cols=len(models), subplot_titles=models)
     shown: set[str] = set()
     for col, model in enumerate(models, start=1):
         d = pts[pts["model"] == model]
+        metric = _model_metric(d)  # one metric per panel's axis
+        d = d[d["accuracy_metric"] == metric]
+        fig.update_yaxes(title=METRIC_LABEL[metric], tickformat=".0%", row=1, col=col)
         for method in sorted(d["method"].unique()):
             m = d[d["method"] == method]
             fig.add_scatter(
@@ -303,7 +337,9 @@ def packed_size_chart(ok: Any) -> Chart | None:
                 legendgroup=method,
                 showlegend=method not in shown,
                 marker={"color": colour[method], "size": 10,
-                        "symbol": ["circle-open" if s else "circle" for s in m["simulated"]]},
+                        "symbol": [symbols.get(b, "circle") + ("-open" if s else "")
+                                   for b, s in zip(m["backend_label"], m["simulated"],
+                                                   strict=True)]},
                 customdata=[[r.method_label, r.backend_label, METRIC_LABEL.get(
                     r.accuracy_metric, ""), r.execution] for r in m.itertuples()],
                 hovertemplate=("<b>%{customdata[0]}</b><br>backend: %{customdata[1]} "
@@ -313,13 +349,12 @@ def packed_size_chart(ok: Any) -> Chart | None:
             )  # fmt: skip
             shown.add(method)
         fig.update_xaxes(type="log", tickformat="~g", title="packed size, MB (log)", row=1, col=col)
-    fig.update_yaxes(title="top-1 (labelled data) or agreement with fp32", tickformat=".0%",
-                     row=1, col=1)  # fmt: skip
     fig.update_layout(legend={"title": {"text": "method"}})
     caption = (
         "Accuracy against the theoretical packed size of the weights (bits × weights + "
         "codebooks + scales + zero points; other parameters at 32 bits), which makes simulated "
         "methods (open markers: float weights on disk) comparable with native ones. One panel "
-        "per model; top-1 where the data is labelled, else agreement with fp32."
+        "per model; top-1 where the data is labelled, else agreement with fp32. Colour = "
+        "method, symbol = backend (as in the accuracy chart)."
     )
     return Chart("Accuracy vs packed size", caption, _render(fig, "chart-packed", 440))

@@ -168,6 +168,45 @@ def compute_speedups(results: Any) -> Any:
     return out
 
 
+def time_per_input(df: Any) -> Any:
+    """latency p50 / batch, ms: the speed unit that compares cells of different batch sizes
+    (a causal LM's latency is per generated token, at batch 1). NaN where there is none."""
+    import pandas as pd
+
+    p50 = pd.to_numeric(df["latency_p50_ms"], errors="coerce")
+    batch = pd.to_numeric(df["batch"], errors="coerce").fillna(1).clip(lower=1)
+    return (p50 / batch).where(p50 > 0)
+
+
+def native_ok(df: Any) -> Any:
+    """Rows with status ok that ran natively (a simulated row's latency is not the method's)."""
+    ok = df["status"].astype(object).eq("ok").fillna(False).astype(bool)
+    return ok & ~df["execution"].astype(object).eq("simulated").fillna(False).astype(bool)
+
+
+def best_fp32_speedups(df: Any, among: Any = None) -> Any:
+    """Per row: the least time per input of the native fp32 rows of the same model and device
+    (any backend, threads and batch) / this row's; NaN for simulated or not-ok rows and where
+    the model has no fp32 row on that device. The fp32 rows are taken from `among` (default
+    `df`), one row per cell (latest_per_cell): a table of every run's rows compares each with
+    the latest fp32."""
+    import pandas as pd
+
+    among = df if among is None else among
+    ms = time_per_input(df)
+    usable = native_ok(df) & ms.notna()
+    ref_ms = time_per_input(among)
+    is_fp32 = among["method"].astype(object).eq(BASELINE_METHOD).fillna(False).astype(bool)
+    fp32 = native_ok(among) & ref_ms.notna() & is_fp32
+    ref = ref_ms[fp32].groupby([among["model"][fp32], among["device"][fp32]]).min()
+    out = pd.Series(float("nan"), index=df.index, dtype="float64")
+    for idx in df.index[usable]:
+        key = (df.at[idx, "model"], df.at[idx, "device"])
+        if key in ref.index:
+            out[idx] = float(ref[key]) / float(ms[idx])
+    return out
+
+
 def _with_labels(results: Any) -> Any:
     df = results.copy()
     df["backend_label"] = [

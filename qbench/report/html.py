@@ -10,19 +10,32 @@ from qbench.report.fmt import DASH, esc
 from qbench.store.schema import STATUSES
 
 
-def build_report_html(runs: Any, results: Any, title: str = "qbench report") -> str:
-    """The whole page for a store's two tables (as `qbench.store.parquet.load` returns them)."""
+def build_report_html(
+    runs: Any,
+    results: Any,
+    title: str = "qbench report",
+    budget: float | None = None,
+    metric: str | None = None,
+) -> str:
+    """The whole page for a store's two tables (as `qbench.store.parquet.load` returns them);
+    `budget` and `metric`: the summary's accuracy budget and what it is judged on
+    (report.summary: default one point, of top-1 where there are labels)."""
     from qbench.report.assets import CSS, JS, html_head
     from qbench.report.charts import build_charts
-    from qbench.report.data import latest_per_cell, prepare
+    from qbench.report.data import best_fp32_speedups, latest_per_cell, prepare
     from qbench.report.devices_view import devices_section
     from qbench.report.hardware import banner, hardware_warnings
     from qbench.report.llm_view import llm_section
+    from qbench.report.summary import DEFAULT_BUDGET, summarize
+    from qbench.report.summary_view import summary_section
     from qbench.report.table import results_table
 
     df = prepare(results)
     df["hw_warning"], df["hw_short"] = hardware_warnings(df, runs)
     latest = latest_per_cell(df)
+    df["speedup_best"] = best_fp32_speedups(df, among=latest)
+    budget = DEFAULT_BUDGET if budget is None else budget
+    summary = summary_section(summarize(latest, budget, metric))
     charts = build_charts(latest)
     devices = devices_section(latest)
     several = df["run_id"].nunique() > 1
@@ -42,6 +55,7 @@ def build_report_html(runs: Any, results: Any, title: str = "qbench report") -> 
 {_header(title, runs, df)}
 {_unfinished(runs)}
 {banner(df)}
+{summary}
 <h2>Hosts</h2>
 <p class="caption">The machine each run measured on, latest run first.</p>
 {_hosts(runs)}
@@ -62,14 +76,16 @@ not that of integer kernels and they get no speedup.</p>
 """
 
 
-def write_report(store: str | Path, out: str | Path, title: str | None = None) -> Path:
+def write_report(
+    store: str | Path, out: str | Path, title: str | None = None, budget: float | None = None
+) -> Path:
     """Load the store at `store`, write its report to `out` (parents created), return `out`."""
     from qbench.store.parquet import load
 
     runs, results = load(store)
     if len(results) == 0:
         raise ValueError(f"store {store} has no results: nothing to report (run a suite first)")
-    page = build_report_html(runs, results, title or f"qbench report — {Path(store).name}")
+    page = build_report_html(runs, results, title or f"qbench report — {Path(store).name}", budget)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")

@@ -100,49 +100,47 @@ def _energy(r: Any) -> tuple[str, Any]:
     return f"{value:.3g} <i>({esc(provenance)})</i>", value
 
 
-def _error(r: Any) -> tuple[str, Any]:
-    parts = [] if fmt.is_missing(r.error) else [f"<b>{esc(r.error)}</b>"]
-    parts += [esc(n) for n in fmt.text_list(r.notes)]
-    return ("<br>".join(parts) or DASH), None
+def _best_speedup(r: Any) -> tuple[str, Any]:
+    if r.simulated:
+        return DASH, None
+    v = num(getattr(r, "speedup_best", None))
+    return (DASH, None) if v is None else (f"{v:.2f}×", v)
 
 
+def _model_config(r: Any) -> tuple[str, Any]:
+    """batch and threads, one cell: "b1 · t1"."""
+    return f"b{fmt.integer(r.batch)} · t{fmt.integer(r.threads)}", num(r.batch)
+
+
+def _error_line(r: Any) -> str:
+    return "" if fmt.is_missing(r.error) else f"<b>{esc(r.error)}</b>"
+
+
+# Shown in every row: what a reader compares at a glance, narrow enough for a laptop screen.
 COLUMNS: tuple[Col, ...] = (
-    Col("run", "text", _plain("run_id"), "id"),
     Col("model", "text", _plain("model")),
-    Col("method", "text", _plain("method_label")),
-    Col("bits w/a", "num", _ratio("bits_w", "bits_a"), "n", "weight bits / activation bits"),
-    Col("backend", "text", _plain("backend_label")),
+    Col("method", "text", _plain("method_label"), "lbl"),
+    Col("backend", "text", _plain("backend_label"), "lbl"),
     Col("device", "text", _plain("device")),
-    Col("batch", "num", _number("batch", fmt.integer), "n"),
-    Col("threads", "num", _number("threads", fmt.integer), "n"),
+    Col("b · t", "num", _model_config, "n", "batch · threads"),
     Col("status", "text", _status, "status-cell"),
     Col("execution", "text", _execution, "exec-cell"),
     Col("p50 ms", "num", _number("latency_p50_ms", fmt.ms), "n", "median latency per batch"),
-    Col("p90 ms", "num", _number("latency_p90_ms", fmt.ms), "n"),
-    Col("p99 ms", "num", _number("latency_p99_ms", fmt.ms), "n"),
     Col(
-        "inputs/s",
+        "× best fp32",
         "num",
-        _number("throughput_ips", lambda v: fmt.fixed(v, 1)),
+        _best_speedup,
         "n",
-        "throughput: batch / mean latency",
-    ),
-    Col("load s", "num", _number("load_s", fmt.ms), "n", "seconds to load the artifact"),
-    Col("peak RSS MiB", "num", _number("peak_rss_mb", lambda v: fmt.fixed(v, 0)), "n"),
-    Col("artifact MB", "num", _number("artifact_bytes", fmt.mb), "n", "10⁶ bytes on disk"),
-    Col(
-        "packed MB",
-        "num",
-        _number("packed_bytes", fmt.mb),
-        "n",
-        "theoretical size: bits × weights + codebooks + scales + zero points",
+        "time per input (p50 / batch) of the fastest fp32 cell of this model on this device, "
+        "any backend / this cell's (native cells only)",
     ),
     Col(
-        "quant/compute nodes",
+        "speedup vs fp32",
         "num",
-        _ratio("quantized_nodes", "compute_nodes"),
+        _speedup,
         "n",
-        "nodes running quantized kernels / compute nodes",
+        "p50 of the fp32 cell of the same backend, device, batch and threads / p50 of this cell "
+        "(native cells only)",
     ),
     Col("top-1", "num", _share("top1"), "n", "top-1 accuracy; under it its 95% interval"),
     Col(
@@ -153,24 +151,35 @@ COLUMNS: tuple[Col, ...] = (
         "share of inputs whose top-1 class equals fp32's; under it its 95% interval (crops of "
         "one photo count as one draw: accuracy_groups)",
     ),
-    Col("SQNR dB", "num", _number("output_sqnr_db", lambda v: fmt.fixed(v, 1)), "n"),
-    Col(
-        "energy mJ/inf",
-        "num",
-        _energy,
-        "n",
-        "energy per inference above the idle baseline: measured, or estimated (marked); a dash "
-        "says why not in its tooltip and the notes",
-    ),
-    Col(
-        "speedup vs fp32",
-        "num",
-        _speedup,
-        "n",
-        "p50 of the fp32 cell / p50 of this cell (native cells only)",
-    ),
-    Col("error / notes", "text", _error, "err"),
+    Col("artifact MB", "num", _number("artifact_bytes", fmt.mb), "n", "10⁶ bytes on disk"),
 )
+# Folded into each row's details: everything else the row holds.
+DETAILS: tuple[Col, ...] = (
+    Col("run", "text", _plain("run_id"), "id"),
+    Col("bits w/a", "num", _ratio("bits_w", "bits_a"), "n", "weight bits / activation bits"),
+    Col("p90 ms", "num", _number("latency_p90_ms", fmt.ms), "n"),
+    Col("p99 ms", "num", _number("latency_p99_ms", fmt.ms), "n"),
+    Col("inputs/s", "num", _number("throughput_ips", lambda v: fmt.fixed(v, 1)), "n"),
+    Col("load s", "num", _number("load_s", fmt.ms), "n"),
+    Col("peak RSS MiB", "num", _number("peak_rss_mb", lambda v: fmt.fixed(v, 0)), "n"),
+    Col("packed MB", "num", _number("packed_bytes", fmt.mb), "n"),
+    Col("quant/compute nodes", "num", _ratio("quantized_nodes", "compute_nodes"), "n"),
+    Col("SQNR dB", "num", _number("output_sqnr_db", lambda v: fmt.fixed(v, 1)), "n"),
+    Col("energy mJ/inf", "num", _energy, "n"),
+)
+
+
+def _details(r: Any) -> str:
+    """The row's other figures and its notes, folded: the summary line shows the error."""
+    items = "".join(f"<dt>{esc(c.head)}</dt><dd>{c.cell(r)[0] or DASH}</dd>" for c in DETAILS)
+    notes = "<br>".join(esc(n) for n in fmt.text_list(r.notes))
+    error = _error_line(r)
+    label = error or '<span class="muted">details</span>'
+    return (
+        f"<details><summary>{label}</summary><dl>{items}</dl>"
+        + (f'<div class="notes">{notes}</div>' if notes else "")
+        + "</details>"
+    )
 
 
 def results_table(df: Any) -> str:
@@ -184,6 +193,10 @@ def results_table(df: Any) -> str:
         + (f' title="{esc(c.tip)}"' if c.tip else "")
         + f">{esc(c.head)}</th>"
         for c in COLUMNS
+    )
+    head += (
+        '<th data-type="text" title="the error, then the row\'s other figures and notes">'
+        "error / details</th>"
     )
     body = "\n".join(_row(r) for r in order.itertuples(index=False))
     return (
@@ -206,6 +219,7 @@ def _row(r: Any) -> str:
         if c.kind == "num":
             extra += f' data-v="{"" if sort is None else repr(float(sort))}"'
         tds.append(f"<td{extra}>{inner}</td>")
+    tds.append(f'<td class="err">{_details(r)}</td>')
     attr_text = " ".join(f'{k}="{esc(v)}"' for k, v in attrs.items())
     return f"<tr {attr_text}>{''.join(tds)}</tr>"
 

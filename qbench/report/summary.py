@@ -1,0 +1,170 @@
+"""The answer at a glance: for each model on each device, which configuration to ship.
+
+From the latest ok row of each cell (data.prepare + latest_per_cell):
+- the reference is the best fp32: the fp32 cell of any backend (threads, batch) with the least
+  time per input;
+- speed is time per input, latency p50 / batch (a causal LM's latency is per generated token,
+  at batch 1), and a speed-up is the reference's time over the cell's;
+- simulated cells (float kernels emulating integer ones) are never candidates: their latency is
+  not that of the method;
+- accuracy is the group's own metric: top-1 where the reference has labels, else agreement
+  with fp32 (top-1 token agreement for a causal LM); its change is against the reference's
+  value, with the cell's 95% interval shifted the same way;
+- "within budget" holds when the interval's lower bound is at most `budget` below the
+  reference's accuracy (default 0.01: one point): an estimate whose interval is too wide to
+  show that is not taken, whatever its point value. fp32 cells meet any budget.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+DEFAULT_BUDGET = 0.01
+
+
+@dataclass
+class Pick:
+    """One configuration of a summary line, with the figures that chose it."""
+
+    cell_id: str
+    method: str  # method with its non-default parameters
+    backend: str  # backend with its parameters
+    threads: int
+    batch: int
+    ms_per_input: float
+    speedup: float | None  # over the best fp32 of the model on the device
+    accuracy: float | None
+    accuracy_ci_low: float | None
+    accuracy_ci_high: float | None
+    accuracy_change: float | None  # accuracy - reference accuracy
+    artifact_bytes: int | None
+    execution: str
+
+    def configuration(self) -> str:
+        return (f"{self.method} on {self.backend}, {self.threads} thread"
+                f"{'s' if self.threads != 1 else ''}, batch {self.batch}")  # fmt: skip
+
+
+@dataclass
+class ModelSummary:
+    model: str
+    device: str
+    metric: str | None  # top1 or fp32_agreement (None: no accuracy measured)
+    reference_accuracy: float | None  # the best fp32's (1.0 for agreement)
+    budget: float
+    reference: Pick | None  # the best fp32
+    fastest: Pick | None
+    within_budget: Pick | None
+    candidates: int  # native ok cells compared
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key in ("reference", "fastest", "within_budget"):
+            pick = getattr(self, key)
+            if pick is not None:
+                out[key]["configuration"] = pick.configuration()
+        return out
+
+
+def summarize(
+    latest: Any, budget: float = DEFAULT_BUDGET, metric: str | None = None
+) -> list[ModelSummary]:
+    """One ModelSummary per (model, device) with an ok cell; `latest` is the prepared frame of
+    the latest row per cell. `metric` (top1 or fp32_agreement) judges the budget on that
+    metric where the cells have it; default: top-1 where the reference has labels."""
+    if metric not in (None, "top1", "fp32_agreement"):
+        raise ValueError(f"metric {metric!r}: expected top1 or fp32_agreement")
+    from qbench.report.data import time_per_input
+
+    if not 0 <= budget < 1:
+        raise ValueError(f"accuracy budget {budget} must be a fraction in [0, 1), e.g. 0.01")
+    ok = latest[latest["status"].astype(object).eq("ok").fillna(False).astype(bool)].copy()
+    ok["_ms"] = time_per_input(ok)
+    ok = ok[ok["_ms"].notna()]
+    out = []
+    for (model, device), group in ok.groupby(["model", "device"], sort=True):
+        out.append(_one(str(model), str(device), group, budget, metric))
+    return out
+
+
+def _one(model: str, device: str, group: Any, budget: float, asked: str | None) -> ModelSummary:
+    native = group[~group["simulated"].astype(bool)]
+    notes = []
+    simulated = len(group) - len(native)
+    if simulated:
+        notes.append(f"{simulated} simulated cell(s) left out: their latency is not the method's")
+    fp32 = native[native["method"].astype(object).eq("fp32").fillna(False).astype(bool)]
+    reference_row = fp32.loc[fp32["_ms"].idxmin()] if len(fp32) else None
+    metric = None
+    if asked is not None and _number(native[asked].max()) is not None:
+        metric = asked
+    elif reference_row is not None and _number(reference_row.get("top1")) is not None:
+        metric = "top1"
+    elif _number(native["fp32_agreement"].max()) is not None:
+        metric = "fp32_agreement"
+    ref_ms = None if reference_row is None else float(reference_row["_ms"])
+    ref_acc = None
+    if metric == "top1" and reference_row is not None:
+        ref_acc = _number(reference_row.get("top1"))
+    elif metric == "fp32_agreement":
+        ref_acc = 1.0  # fp32's agreement with itself
+    if reference_row is None:
+        notes.append("no native fp32 cell: speed-ups and accuracy changes are empty")
+
+    def pick(row: Any) -> Pick:
+        acc = _number(row.get(metric)) if metric else None
+        low = _number(row.get(f"{metric}_ci_low")) if metric else None
+        high = _number(row.get(f"{metric}_ci_high")) if metric else None
+        return Pick(
+            cell_id=str(row["cell_id"]),
+            method=str(row["method_label"]),
+            backend=str(row["backend_label"]),
+            threads=int(_number(row.get("threads")) or 1),
+            batch=int(_number(row.get("batch")) or 1),
+            ms_per_input=float(row["_ms"]),
+            speedup=None if ref_ms is None else ref_ms / float(row["_ms"]),
+            accuracy=acc,
+            accuracy_ci_low=low,
+            accuracy_ci_high=high,
+            accuracy_change=None if acc is None or ref_acc is None else acc - ref_acc,
+            artifact_bytes=None if _number(row.get("artifact_bytes")) is None
+            else int(row["artifact_bytes"]),
+            execution=str(row.get("execution") or ""),
+        )  # fmt: skip
+
+    fastest = pick(native.loc[native["_ms"].idxmin()]) if len(native) else None
+    within = None
+    if ref_acc is not None and metric is not None:
+        eligible = native[meets_budget(native, metric, ref_acc, budget)]
+        if len(eligible):
+            within = pick(eligible.loc[eligible["_ms"].idxmin()])
+            if within.cell_id == (reference_row["cell_id"] if reference_row is not None else ""):
+                notes.append(
+                    "no configuration faster than the best fp32 shows its accuracy within the "
+                    "budget at the 95% lower bound (more eval samples narrow the intervals)"
+                )
+    elif metric is None:
+        notes.append("no accuracy measured: no configuration can be judged against a budget")
+    return ModelSummary(model, device, metric, ref_acc, budget, None if reference_row is None
+                        else pick(reference_row), fastest, within, len(native), notes)  # fmt: skip
+
+
+def meets_budget(rows: Any, metric: str, reference: float, budget: float) -> Any:
+    """Per row (bool Series): the metric's 95% lower bound is at most `budget` below
+    `reference`. A row without an interval shows nothing and does not meet it; fp32 rows
+    (the reference method) always do."""
+    low = rows[f"{metric}_ci_low"].map(_number)
+    is_fp32 = rows["method"].astype(object).eq("fp32").fillna(False).astype(bool)
+    shown = low.map(lambda v: v is not None and v >= reference - budget - 1e-12)
+    return (is_fp32 | shown).astype(bool)
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number

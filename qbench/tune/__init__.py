@@ -1,0 +1,2 @@
+"""`qbench tune`: the search space (space), the staged search (search), the finalists'
+interleaved timing (finals)."""

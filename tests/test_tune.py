@@ -1,0 +1,149 @@
+"""`qbench tune` on the digits CNN: its screen's pruning rules, the budget judged at the lower
+bound, the time budget, every trial in the store, and a winner suite that reproduces the
+winner's cell and artifact."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from qbench.cli_tune import duration
+from qbench.report.data import prepare, time_per_input
+from qbench.store.parquet import load
+from qbench.tune.search import REFERENCE, SURVIVES, screen_verdicts
+from tests.conftest import run_qbench, write_suite
+from tests.test_report import _row
+
+
+def _screen(rows: list[dict[str, Any]]) -> dict[str, str]:
+    df = prepare(pd.DataFrame(rows))
+    df["_ms"] = time_per_input(df)
+    return screen_verdicts(df, 0.01)
+
+
+def test_the_screen_prunes_what_cannot_win() -> None:
+    def ci(top1: float, low: float, high: float) -> dict[str, Any]:
+        return {"top1": top1, "top1_ci_low": low, "top1_ci_high": high, "accuracy_samples": 64}
+
+    verdicts = _screen([
+        _row("digits_cnn", "fp32", "onnxruntime", p50=0.5, **ci(0.97, 0.89, 0.99)),
+        _row("digits_cnn", "fp32", "torch", p50=0.8, **ci(0.97, 0.89, 0.99)),
+        # fast, and its upper bound (0.93) is below 0.96: it fails on any number of inputs
+        _row("digits_cnn", "static_int8", "onnxruntime", p50=0.2, **ci(0.80, 0.69, 0.93)),
+        # a wide interval that reaches the budget: kept for the full evaluation
+        _row("digits_cnn", "dynamic_int8", "onnxruntime", p50=0.3, **ci(0.90, 0.80, 0.965)),
+        _row("digits_cnn", "static_int8", "torch", p50=0.1, execution="simulated",
+             **ci(0.97, 0.89, 0.99)),
+        _row("digits_cnn", "fp16", "onnxruntime", p50=0.55, **ci(0.97, 0.89, 0.99)),
+        _row("digits_cnn", "bf16", "onnxruntime", "skipped", error="no bf16 kernels"),
+    ])  # fmt: skip
+    cell = "digits_cnn/{}/local/b1/t1".format
+    assert verdicts[cell("fp32/onnxruntime")] == REFERENCE
+    assert verdicts[cell("fp32/torch")].startswith("pruned: fp32, slower than the reference")
+    assert "95% upper bound 0.930 < 0.960" in verdicts[cell("static_int8/onnxruntime")]
+    assert "on 64 screen inputs" in verdicts[cell("static_int8/onnxruntime")]
+    assert verdicts[cell("dynamic_int8/onnxruntime")] == SURVIVES
+    assert verdicts[cell("static_int8/torch")].startswith("pruned: simulated")
+    assert verdicts[cell("fp16/onnxruntime")].startswith("pruned: not faster than the best fp32")
+    assert verdicts[cell("bf16/onnxruntime")] == "skipped: no bf16 kernels"
+
+
+def test_time_budgets_read_as_durations() -> None:
+    assert duration("30m") == 1800 and duration("1h30m") == 5400 and duration("90s") == 90
+    assert duration("45") == 45 and duration("0.5h") == 1800
+    for bad in ("", "soon", "0s", "-5m"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            duration(bad)
+
+
+DIGITS = """
+    name: digits-tune
+    models: [digits_cnn]
+    accuracy: {samples: 360}
+    calibration: {samples: 64}
+    measurement: {warmup: 2, min_iters: 20, min_seconds: 0.1, repeats: 2}
+"""
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    tmp = tmp_path_factory.mktemp("tune")
+    suite = write_suite(tmp, DIGITS, "digits.yaml")
+    store, winner = tmp / "store", tmp / "winner.yaml"
+    proc = run_qbench("tune", str(suite), "--methods", "fp32,fp16,static_int8",
+                      "--backends", "onnxruntime", "--budget", "0.02", "--rounds", "3",
+                      "--store", str(store), "--report", str(tmp / "tune.html"),
+                      "--suite-out", str(winner), "--json")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {"doc": json.loads(proc.stdout), "store": store, "winner": winner, "tmp": tmp}
+
+
+def test_every_trial_is_a_row_and_the_winner_meets_the_budget(tuned: dict[str, Any]) -> None:
+    doc, store = tuned["doc"], tuned["store"]
+    runs, results = load(store)
+    assert set(runs.run_id) == {doc["runs"]["screen"], doc["runs"]["full"]}
+    screen = results[results.run_id == doc["runs"]["screen"]]
+    full = results[results.run_id == doc["runs"]["full"]]
+    # fp32, fp16 (simulated on ORT's CPU EP: pruned) and 2x2 static_int8: every one is a row
+    # of the screen
+    assert len(screen) == 6 and (screen.status == "ok").all()
+    verdicts = {t["cell_id"]: t["verdict"] for t in doc["trials"] if t["stage"] == "screen"}
+    assert set(verdicts) == set(screen.cell_id)
+    assert verdicts["digits_cnn/fp16/onnxruntime/local/b1/t1"].startswith("pruned: simulated")
+    survivors = {c for c, v in verdicts.items() if v in (SURVIVES, REFERENCE)}
+    assert set(full.cell_id) == survivors and len(survivors) >= 2
+    assert sum(v == REFERENCE for v in verdicts.values()) == 1
+    assert all(s.accuracy_samples == 64 for s in screen.itertuples() if s.status == "ok")
+    assert all(f.accuracy_samples == 360 for f in full.itertuples() if f.status == "ok")
+    winner = doc["winner"]
+    row = full[full.cell_id == winner["cell_id"]].iloc[0]
+    reference = full[full.cell_id == doc["reference"]["cell_id"]].iloc[0]
+    if row.method != "fp32":  # the budget, judged at the interval's lower bound
+        assert row.top1_ci_low >= reference.top1 - 0.02
+    assert row.execution == "native"
+    assert winner["speedup"] == pytest.approx(reference.latency_p50_ms / row.latency_p50_ms)
+    assert doc["pareto"] and doc["pareto"][0]["ms_per_input"] <= winner["ms_per_input"]
+    # the cells that miss the budget say by how much
+    full_verdicts = [t["verdict"] for t in doc["trials"] if t["stage"] == "full"]
+    assert all(v == "meets the budget" or v.startswith(("misses", "failed")) for v in full_verdicts)
+    assert 'id="summary"' in (tuned["tmp"] / "tune.html").read_text()
+
+
+def test_the_winner_suite_reproduces_the_winner(tuned: dict[str, Any]) -> None:
+    doc, tmp = tuned["doc"], tuned["tmp"]
+    again = tmp / "again"
+    proc = run_qbench("run", str(tuned["winner"]), "--store", str(again), "--no-report", "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row,) = json.loads(proc.stdout)["rows"]
+    assert row["cell_id"] == doc["winner"]["cell_id"] and row["status"] == "ok"
+    _, results = load(again)
+    assert results.iloc[0].artifact_sha256 == doc["winner"]["artifact_sha256"]
+
+
+def test_a_spent_time_budget_skips_the_rest_with_the_reason(tmp_path: Path) -> None:
+    suite = write_suite(tmp_path, DIGITS, "digits.yaml")
+    proc = run_qbench("tune", str(suite), "--methods", "fp32,dynamic_int8", "--backends",
+                      "onnxruntime", "--time-budget", "1s", "--store", str(tmp_path / "s"),
+                      "--report", str(tmp_path / "t.html"), "--json")  # fmt: skip
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    doc = json.loads(proc.stdout)
+    assert doc["winner"] is None and "time budget" in doc["why"]
+    _, results = load(tmp_path / "s")
+    skipped = results[results.status == "skipped"]
+    assert len(results) == 5 and len(skipped) == 4  # the first cell ran, then time was up
+    assert skipped.error.str.contains(r"time budget \(1s\) was spent").all()
+
+
+def test_tune_names_what_is_wrong_in_one_line(tmp_path: Path) -> None:
+    two = write_suite(tmp_path, "name: two\nmodels: [digits_cnn, mobilenet_v2]\n", "two.yaml")
+    proc = run_qbench("tune", str(two), "--store", str(tmp_path / "s"))
+    assert proc.returncode == 2 and "lists 2 models; tune takes one" in proc.stderr
+    proc = run_qbench("tune", "digits_cnn", "--methods", "fp32,nosuch", "--store",
+                      str(tmp_path / "s"))  # fmt: skip
+    assert proc.returncode == 2 and "--methods: no such member 'nosuch'" in proc.stderr
+    assert "Traceback" not in proc.stderr
