@@ -99,38 +99,38 @@ def _one(model: str, device: str, group: Any, budget: float, asked: str | None) 
     fp32 = native[native["method"].astype(object).eq("fp32").fillna(False).astype(bool)]
     reference_row = fp32.loc[fp32["_ms"].idxmin()] if len(fp32) else None
     metric = None
-    if asked is not None and _number(native[asked].max()) is not None:
+    if asked is not None and number(native[asked].max()) is not None:
         metric = asked
-    elif reference_row is not None and _number(reference_row.get("top1")) is not None:
+    elif reference_row is not None and number(reference_row.get("top1")) is not None:
         metric = "top1"
-    elif _number(native["fp32_agreement"].max()) is not None:
+    elif number(native["fp32_agreement"].max()) is not None:
         metric = "fp32_agreement"
     ref_ms = None if reference_row is None else float(reference_row["_ms"])
     ref_acc = None
     if metric == "top1" and reference_row is not None:
-        ref_acc = _number(reference_row.get("top1"))
+        ref_acc = number(reference_row.get("top1"))
     elif metric == "fp32_agreement":
         ref_acc = 1.0  # fp32's agreement with itself
     if reference_row is None:
         notes.append("no native fp32 cell: speed-ups and accuracy changes are empty")
 
     def pick(row: Any) -> Pick:
-        acc = _number(row.get(metric)) if metric else None
-        low = _number(row.get(f"{metric}_ci_low")) if metric else None
-        high = _number(row.get(f"{metric}_ci_high")) if metric else None
+        acc = number(row.get(metric)) if metric else None
+        low = number(row.get(f"{metric}_ci_low")) if metric else None
+        high = number(row.get(f"{metric}_ci_high")) if metric else None
         return Pick(
             cell_id=str(row["cell_id"]),
             method=str(row["method_label"]),
             backend=str(row["backend_label"]),
-            threads=int(_number(row.get("threads")) or 1),
-            batch=int(_number(row.get("batch")) or 1),
+            threads=int(number(row.get("threads")) or 1),
+            batch=int(number(row.get("batch")) or 1),
             ms_per_input=float(row["_ms"]),
             speedup=None if ref_ms is None else ref_ms / float(row["_ms"]),
             accuracy=acc,
             accuracy_ci_low=low,
             accuracy_ci_high=high,
             accuracy_change=None if acc is None or ref_acc is None else acc - ref_acc,
-            artifact_bytes=None if _number(row.get("artifact_bytes")) is None
+            artifact_bytes=None if number(row.get("artifact_bytes")) is None
             else int(row["artifact_bytes"]),
             execution=str(row.get("execution") or ""),
         )  # fmt: skip
@@ -156,15 +156,16 @@ def meets_budget(rows: Any, metric: str, reference: float, budget: float) -> Any
     """Per row (bool Series): the metric's 95% lower bound is at most `budget` below
     `reference`. A row without an interval shows nothing and does not meet it; fp32 rows
     (the reference method) always do."""
-    low = rows[f"{metric}_ci_low"].map(_number)
+    low = rows[f"{metric}_ci_low"].map(number)
     is_fp32 = rows["method"].astype(object).eq("fp32").fillna(False).astype(bool)
     shown = low.map(lambda v: v is not None and v >= reference - budget - 1e-12)
     return (is_fp32 | shown).astype(bool)
 
 
-def _number(value: Any) -> float | None:
+def number(value: Any) -> float | None:
+    """`value` as a float, or None (missing, NaN, not a number)."""
     try:
-        number = float(value)
+        out = float(value)
     except (TypeError, ValueError):
         return None
-    return None if math.isnan(number) else number
+    return None if math.isnan(out) else out

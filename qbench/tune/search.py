@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from qbench.report.summary import number
 from qbench.tune.space import stage_suite, winner_suite
 
 FINALS_SPAN = 1.15  # finalists: within 15% of the fastest cell that meets the budget
@@ -101,7 +102,7 @@ def tune(config: TuneConfig, progress: Any = None) -> TuneResult:
     verdicts = screen_verdicts(screen_df, config.budget, config.metric)
     for row in screen.rows:
         trials.append(Trial(row["cell_id"], "screen", row["status"], verdicts[row["cell_id"]]))
-    keep = {cid for cid, v in verdicts.items() if v in (SURVIVES, REFERENCE)}
+    keep = {cid for cid, v in verdicts.items() if v in KEPT}
     runs = {"screen": screen.run_id}
     notes: list[str] = []
     if not keep:
@@ -169,6 +170,8 @@ def tune(config: TuneConfig, progress: Any = None) -> TuneResult:
 
 SURVIVES = "survives the screen"
 REFERENCE = "reference: the best fp32"
+CLOSE_FP32 = "kept: an fp32 within 15% of the best (the full run picks the reference)"
+KEPT = (SURVIVES, REFERENCE, CLOSE_FP32)
 
 
 def screen_verdicts(df: Any, budget: float, metric: str | None = None) -> dict[str, str]:
@@ -197,7 +200,9 @@ def screen_verdicts(df: Any, budget: float, metric: str | None = None) -> dict[s
             out[cid] = "pruned: no latency measured"
             continue
         if row["method"] == "fp32":
-            out[cid] = f"pruned: fp32, slower than the reference ({row['_ms']:.3g} ms/input)"
+            # the screen's short timing cannot tell fp32 runtimes this close apart
+            slower = f"pruned: fp32, slower than the reference ({row['_ms']:.3g} ms/input)"
+            out[cid] = CLOSE_FP32 if row["_ms"] <= ref_ms * FINALS_SPAN else slower
             continue
         if row["_ms"] >= ref_ms:
             out[cid] = (f"pruned: not faster than the best fp32 ({row['_ms']:.3g} vs "
@@ -212,8 +217,8 @@ def _fails_at_upper_bound(row: Any, s: Any, budget: float) -> str | None:
     """Why the cell fails the budget even at its interval's upper bound, or None."""
     if s.metric is None or s.reference_accuracy is None:
         return None
-    value = _number(row.get(s.metric))
-    high = _number(row.get(f"{s.metric}_ci_high"))
+    value = number(row.get(s.metric))
+    high = number(row.get(f"{s.metric}_ci_high"))
     upper = high if high is not None else value
     if upper is None:
         return None
@@ -221,7 +226,7 @@ def _fails_at_upper_bound(row: Any, s: Any, budget: float) -> str | None:
     if upper < floor - 1e-12:
         return (f"{s.metric} {value:.3f}, 95% upper bound {upper:.3f} < {floor:.3f} (fp32 "
                 f"{s.reference_accuracy:.3f} - budget {budget:g}) on "
-                f"{int(_number(row.get('accuracy_samples')) or 0)} screen inputs")  # fmt: skip
+                f"{int(number(row.get('accuracy_samples')) or 0)} screen inputs")  # fmt: skip
     return None
 
 
@@ -230,7 +235,7 @@ def _budget_miss(row: Any, s: Any) -> str:
         return "simulated: not a candidate"
     if s.metric is None:
         return "no accuracy measured"
-    low = _number(row.get(f"{s.metric}_ci_low"))
+    low = number(row.get(f"{s.metric}_ci_low"))
     if low is None:
         return f"no 95% interval for {s.metric}: the budget cannot be judged"
     return (f"misses the budget: {s.metric} lower bound {low:.3f} < "
@@ -261,8 +266,8 @@ def _finals(contenders: list[Any], eligible: Any, config: TuneConfig, metric: st
         finals.append(entry)
 
     def key(cid: str) -> tuple[float, float, float]:
-        low = _number(rows[cid].get(f"{metric}_ci_low"))
-        size = _number(rows[cid].get("artifact_bytes")) or math.inf
+        low = number(rows[cid].get(f"{metric}_ci_low"))
+        size = number(rows[cid].get("artifact_bytes")) or math.inf
         return (-(low if low is not None else -1.0), size, median[cid])
 
     winner = min(tied, key=key)
@@ -287,7 +292,7 @@ def _pareto(native: Any, metric: str | None) -> list[dict[str, Any]]:
     out = []
     for i in pareto_front(xs, ys):
         r = native.iloc[i]
-        size = _number(r["artifact_bytes"])
+        size = number(r["artifact_bytes"])
         out.append({"cell_id": r["cell_id"], "ms_per_input": float(r["_ms"]),
                     metric: float(r[metric]), "artifact_bytes": size})  # fmt: skip
     return out
@@ -305,10 +310,10 @@ def _pick(row: Any, s: Any) -> dict[str, Any]:
         "ms_per_input": float(row["_ms"]),
         "speedup": ref / float(row["_ms"]),
         "metric": metric,
-        "accuracy": _number(row.get(metric)) if metric else None,
-        "accuracy_ci_low": _number(row.get(f"{metric}_ci_low")) if metric else None,
-        "accuracy_ci_high": _number(row.get(f"{metric}_ci_high")) if metric else None,
-        "artifact_bytes": _number(row.get("artifact_bytes")),
+        "accuracy": number(row.get(metric)) if metric else None,
+        "accuracy_ci_low": number(row.get(f"{metric}_ci_low")) if metric else None,
+        "accuracy_ci_high": number(row.get(f"{metric}_ci_high")) if metric else None,
+        "artifact_bytes": number(row.get("artifact_bytes")),
         "artifact_sha256": row.get("artifact_sha256"),
     }
 
@@ -369,14 +374,6 @@ def _native_ok(df: Any) -> Any:
     from qbench.report.data import native_ok
 
     return native_ok(df) & df["_ms"].notna()
-
-
-def _number(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(number) else number
 
 
 def _duration(seconds: float) -> str:
