@@ -171,7 +171,7 @@ def measure_quality(
         if reference is not None:
             ref = np.asarray(reference[index], dtype=np.float64)
             ref_nll.append(-ref[np.arange(len(targets)), targets])
-            kld.append(np.sum(np.exp(ref) * (ref - logp), axis=-1))
+            kld.append(kl_divergence(ref, logp))
             hits.append(ref.argmax(-1) == logp.argmax(-1))
             groups.append(np.full(len(ids), index))
     all_nll = np.concatenate(nll)
@@ -208,18 +208,21 @@ def decode_quality(lm: TokenModel, ids: np.ndarray, reference: np.ndarray) -> di
     of the window `ids`) when the window is fed token by token: a one-token prefill, then each
     next token of the text decoded with the cache (teacher forcing), as generation computes."""
     _, state = lm.prefill(ids[:1])
-    kld, hits = [], []
+    steps = []
     for position in range(1, len(ids)):
         logp, state = lm.decode_logprobs(int(ids[position]), state)
-        ref = reference[position]
-        logp = logp.astype(np.float64)
-        kld.append(float(np.sum(np.exp(ref) * (ref - logp))))
-        hits.append(bool(ref.argmax() == logp.argmax()))
+        steps.append(logp.astype(np.float64))
+    logp, ref = np.stack(steps), reference[1:]
     return {
-        "decode_kld_mean": float(np.maximum(np.asarray(kld), 0.0).mean()),
-        "decode_fp32_agreement": float(np.mean(hits)),
-        "decode_quality_tokens": len(hits),
+        "decode_kld_mean": float(np.maximum(kl_divergence(ref, logp), 0.0).mean()),
+        "decode_fp32_agreement": float(np.mean(ref.argmax(-1) == logp.argmax(-1))),
+        "decode_quality_tokens": len(steps),
     }
+
+
+def kl_divergence(reference: np.ndarray, logp: np.ndarray) -> np.ndarray:
+    """KL(P_reference || P) of each position, from log-probabilities [..., vocab]."""
+    return np.sum(np.exp(reference) * (reference - logp), axis=-1)
 
 
 def open_reference(path: str | Path | None) -> np.ndarray | None:
