@@ -53,6 +53,9 @@ VARIANTS: list[tuple[str, str, dict[str, Any], str, dict[str, Any]]] = [
     ("openvino fp32", "openvino", {}, "fp32", {}),
     ("openvino bf16", "openvino", {}, "bf16", {}),
     ("openvino int8 (NNCF)", "openvino", {}, "nncf_int8", {}),
+    # the same IR compiled with the export's dynamic batch axis (shapes: dynamic)
+    ("openvino fp32 dyn shapes", "openvino", {"shapes": "dynamic"}, "fp32", {}),
+    ("openvino int8 dyn shapes", "openvino", {"shapes": "dynamic"}, "nncf_int8", {}),
     ("litert fp32", "litert", {}, "fp32", {}),
     ("litert int8", "litert", {}, "static_int8", {}),
 ]

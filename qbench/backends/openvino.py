@@ -10,8 +10,13 @@ explicitly. On CPUs with AMX or AVX512-BF16 the CPU plugin's default precision i
 fp32 artifact that did not ask for f32 would not be measured as fp32: `inference_precision:
 auto` takes the artifact's own precision (f32 for ONNX files and NNCF's int8 IR, the
 precision a bf16/fp16 IR is marked with). INFERENCE_NUM_THREADS is the cell's threads; the
-latency hint runs one stream. Which kernels really ran is read back from the compiled
-model's runtime graph (layer types and runtime precisions).
+latency hint runs one stream. qbench's ONNX exports have a dynamic batch axis; compiled as
+it is, the plugin infers shapes and looks its kernels up on every call (MobileNetV2 int8, 1
+thread: 8 % slower; the digits CNN's 0.03 ms int8 call: 1.8x slower), so by default
+(`shapes: static`) the model is reshaped to the measured batch and compiled for it, as the
+other backends run it (LiteRT's static tensors, torch.compile without dynamic shapes). Which
+kernels really ran is read back from the compiled model's runtime graph (layer types and
+runtime precisions; a snippets Subgraph counts the model's MatMuls it fuses).
 
 ONNX graphs OpenVINO cannot run as their method meant them are refused at plan time
 (`refuses`): QOperator graphs (com.microsoft QGemm and per-channel QLinearConv are not
@@ -22,6 +27,7 @@ divides its axis).
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -58,6 +64,13 @@ class OpenVinoParams(Params):
         "fp16 methods build). The CPU plugin's own default is bf16 on AMX/AVX512-BF16 CPUs, so "
         "an fp32 cell must ask for f32",
     )
+    shapes: Literal["static", "dynamic"] = Field(
+        default="static",
+        description="static: a model with dynamic input shapes (a dynamic batch axis) is "
+        "reshaped to the measured batch's shapes and compiled for them (compile_s), as OpenVINO "
+        "recommends for CPU latency; dynamic: compiled once with the model's own shapes (the "
+        "plugin then infers shapes and picks kernels on every call)",
+    )
     cache_dir: str | None = Field(
         default=None,
         description="CACHE_DIR for compiled blobs (off by default: every cell compiles the "
@@ -71,9 +84,15 @@ def _precision_name(value: Any) -> str:
     return {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}.get(name, name)
 
 
+# ops of the model as read (before the plugin's fusions) that do multiply-accumulates
+MODEL_COMPUTE_OPS = frozenset({"Convolution", "GroupConvolution", "ConvolutionBackpropData",
+                               "GroupConvolutionBackpropData", "MatMul"})  # fmt: skip
+
+
 def runtime_layers(compiled: Any) -> list[dict[str, Any]]:
-    """Layer type, runtime precision, kernel and first input's type of each node of the
-    compiled model's runtime graph (what the CPU plugin executes)."""
+    """Layer type, runtime precision, kernel, first input's type and the names of the model's
+    ops it executes (originalLayersNames) of each node of the compiled model's runtime graph
+    (what the CPU plugin executes)."""
     layers = []
     for op in compiled.get_runtime_model().get_ordered_ops():
         rt = op.get_rt_info()
@@ -89,26 +108,45 @@ def runtime_layers(compiled: Any) -> list[dict[str, Any]]:
                 "input": _precision_name(op.input(0).get_element_type())
                 if op.get_input_size()
                 else "",
+                "original": [n for n in get("originalLayersNames").split(",") if n],
             }
         )
     return layers
 
 
-def count_runtime_compute(layers: list[dict[str, Any]]) -> tuple[int, int, Counter[str]]:
+def model_compute_ops(model: Any) -> frozenset[str]:
+    """Friendly names of the model's compute ops (MODEL_COMPUTE_OPS), to count those the
+    plugin fuses into a Subgraph."""
+    return frozenset(op.get_friendly_name() for op in model.get_ordered_ops()
+                     if op.get_type_name() in MODEL_COMPUTE_OPS)  # fmt: skip
+
+
+def count_runtime_compute(
+    layers: list[dict[str, Any]], compute_ops: frozenset[str] = frozenset()
+) -> tuple[int, int, Counter[str]]:
     """(quantized compute layers, compute layers, histogram "Type precision" of compute layers).
     A compute layer runs quantized where its runtime precision is an integer type: int8
     activations (static int8) or integer weights decompressed inside the kernel (weight-only
-    compression: its input stays float)."""
-    compute = [layer for layer in layers if layer["type"] in COMPUTE_LAYERS]
-    hist: Counter[str] = Counter()
-    quantized = 0
-    for layer in compute:
+    compression: its input stays float). A Subgraph (the plugin's code-generated fusion; with
+    static shapes it takes MatMul chains, an MLP) counts once per model compute op it runs
+    (`compute_ops`, by name), at its runtime precision."""
+    quantized, compute, hist = 0, 0, Counter[str]()
+    for layer in layers:
+        if layer["type"] in COMPUTE_LAYERS:
+            times = 1
+        elif layer["type"] == "Subgraph":
+            times = sum(name in compute_ops for name in layer["original"])
+        else:
+            continue
+        if not times:
+            continue
         low = layer["precision"] in LOW_PRECISION
-        quantized += low
+        compute += times
+        quantized += times * low
         weights_only = low and layer["input"] in ("f32", "bf16", "f16")
         label = f"{layer['type']} {layer['precision']}"
-        hist[label + (" weights" if weights_only else "")] += 1
-    return quantized, len(compute), hist
+        hist[label + (" weights" if weights_only else "")] += times
+    return quantized, compute, hist
 
 
 def _has_quantization(model: Any) -> bool:
@@ -122,6 +160,13 @@ def _has_quantization(model: Any) -> bool:
 
 
 class OpenVinoSession(Session):
+    """A model on OpenVINO's CPU plugin. With `shapes: static` (the default) a model whose
+    input shapes are dynamic (qbench's ONNX exports have a dynamic batch axis) is reshaped to
+    the batch's shapes and compiled for them when runner() binds the batch (not timed;
+    compile_s), as a compiled torch module is: the plugin then plans memory and picks kernels
+    once, not on every call. predict() feeds batches of the same shapes; another shape gets
+    its own compile."""
+
     def __init__(
         self,
         model: Any,
@@ -137,28 +182,50 @@ class OpenVinoSession(Session):
         self.precision = own_precision if params.inference_precision == "auto" else (
             params.inference_precision
         )  # fmt: skip
-        config: dict[str, Any] = {
+        self.config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": self.precision,
             "PERFORMANCE_HINT": params.hint.upper(),
             "INFERENCE_NUM_THREADS": threads,
         }
         if params.hint == "latency":
-            config["NUM_STREAMS"] = 1
+            self.config["NUM_STREAMS"] = 1
         if params.cache_dir:
-            config["CACHE_DIR"] = params.cache_dir
+            self.config["CACHE_DIR"] = params.cache_dir
         self.quantized_model = _has_quantization(model)
         self.core = ov.Core()
-        self.compiled = self.core.compile_model(model, "CPU", config)
-        self.inputs = list(self.compiled.inputs)
-        self.input_names = [port.get_any_name() for port in self.inputs]
-        self.request = self.compiled.create_infer_request()
+        self.model = model
+        self.input_names = [port.get_any_name() for port in model.inputs]
+        self.dynamic = any(port.get_partial_shape().is_dynamic for port in model.inputs)
+        self.compile_s: float | None = None
+        # compiled models (and one infer request each) by input shapes; None: the model's own
+        self.by_shapes: dict[tuple[tuple[int, ...], ...] | None, tuple[Any, Any]] = {}
+        self.compiled: Any = None
+        if not (self.dynamic and params.shapes == "static"):
+            self.compiled, self.request = self._compile(None)
+
+    def _compile(self, shapes: tuple[tuple[int, ...], ...] | None) -> tuple[Any, Any]:
+        """The compiled model and its infer request for these input shapes (None: the model's
+        own, dynamic where it is), compiled once per shapes."""
+        key = None if not (self.dynamic and self.params.shapes == "static") else shapes
+        if key not in self.by_shapes:
+            model = self.model
+            if key is not None:
+                import openvino as ov
+
+                model = self.model.clone()
+                ports = zip(model.inputs, key, strict=True)
+                model.reshape({port.get_any_name(): ov.PartialShape(list(shape))
+                               for port, shape in ports})  # fmt: skip
+            compiled = self.core.compile_model(model, "CPU", self.config)
+            self.by_shapes[key] = (compiled, compiled.create_infer_request())
+        return self.by_shapes[key]
 
     def _tensors(self, x: Inputs) -> list[tuple[Any, np.ndarray]]:
         import openvino as ov
 
         feed = feed_by_name(self.input_names, x)
         tensors = []
-        for port, value in zip(self.inputs, feed.values(), strict=True):
+        for port, value in zip(self.model.inputs, feed.values(), strict=True):
             dtype = port.get_element_type().to_dtype()
             array = np.ascontiguousarray(value, dtype=dtype)
             # A shared-memory Tensor points into the array without owning it: callers keep
@@ -166,10 +233,20 @@ class OpenVinoSession(Session):
             tensors.append((ov.Tensor(array, shared_memory=True), array))
         return tensors
 
+    @staticmethod
+    def _shapes(bound: list[tuple[Any, np.ndarray]]) -> tuple[tuple[int, ...], ...]:
+        return tuple(tuple(array.shape) for _, array in bound)
+
     def runner(self, x: Inputs) -> Callable[[], Any]:
         """The inputs bound to one infer request once; the timed call is the inference alone
         (synchronous, in the calling thread; outputs left in OpenVINO's buffers)."""
         self.bound = self._tensors(x)  # kept: the tensors share the arrays' memory
+        shapes = self._shapes(self.bound)
+        first = self.compiled is None
+        started = time.perf_counter()
+        self.compiled, self.request = self._compile(shapes)
+        if first:
+            self.compile_s = time.perf_counter() - started
         for index, (tensor, _) in enumerate(self.bound):
             self.request.set_input_tensor(index, tensor)
         infer = self.request.infer
@@ -183,8 +260,9 @@ class OpenVinoSession(Session):
         return run
 
     def predict(self, x: Inputs) -> np.ndarray:
-        request = self.compiled.create_infer_request()
         bound = self._tensors(x)  # alive until the inference has run
+        compiled, _ = self._compile(self._shapes(bound))
+        request = compiled.create_infer_request()
         for index, (tensor, _) in enumerate(bound):
             request.set_input_tensor(index, tensor)
         request.infer()
@@ -193,8 +271,10 @@ class OpenVinoSession(Session):
     def inspect(self) -> dict[str, Any]:
         """What the CPU plugin runs: quantized vs all compute layers of the runtime graph, the
         execution precision read back, and whether the method's low precision really ran."""
+        if self.compiled is None:  # inspected before any batch was bound: the model as it is
+            self.compiled, self.request = self._compile(None)
         layers = runtime_layers(self.compiled)
-        quantized, compute, hist = count_runtime_compute(layers)
+        quantized, compute, hist = count_runtime_compute(layers, model_compute_ops(self.model))
         used = _precision_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         streams = self.compiled.get_property("NUM_STREAMS")
         threads = self.compiled.get_property("INFERENCE_NUM_THREADS")
@@ -208,10 +288,20 @@ class OpenVinoSession(Session):
         if hist:
             ops = ", ".join(f"{k}×{v}" for k, v in sorted(hist.items()))
             notes.append(f"runtime graph compute layers: {ops}")
+        shapes = next((k for k, v in self.by_shapes.items() if v[0] is self.compiled), None)
+        if shapes is not None:
+            listed = ", ".join(map(str, shapes))
+            notes.append(
+                f"compiled for static input shapes {listed} in {self.compile_s or 0:.2f} s "
+                "(the model's own are dynamic)"
+            )
+        elif self.dynamic:
+            notes.append("compiled with the model's dynamic input shapes (shapes: dynamic)")
         row: dict[str, Any] = {"quantized_nodes": quantized, "compute_nodes": compute}
+        if self.compile_s is not None:
+            row["compile_s"] = self.compile_s
         # What ran is the plugin's call, not the method's label (see onnxruntime_gpu):
-        half_ran = sum(1 for layer in layers if layer["type"] in COMPUTE_LAYERS
-                       and layer["precision"] == self.precision)  # fmt: skip
+        half_ran = sum(n for label, n in hist.items() if label.split()[1] == self.precision)
         if quantized:
             row["execution"] = "native"
         elif self.quantized_model:

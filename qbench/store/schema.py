@@ -102,7 +102,12 @@ RESULT_COLUMNS: tuple[Column, ...] = (
         "string",
         "torch cells: oneDNN primitives one inference executed, by implementation and count",
     ),
-    Column("compile_s", "float64", "torch compile: seconds of the first (compiling) call"),
+    Column(
+        "compile_s",
+        "float64",
+        "seconds compiling for the measured batch's shapes, outside "
+        "the timing (torch.compile's first call; OpenVINO with static shapes)",
+    ),
     Column("copy_s", "float64", "seconds copying files to and from the device"),
     Column("executor_node", "string", "fleet executor: id of the node that ran the cell"),
     Column("executor_host", "string", "fleet executor: host name of that node"),
