@@ -25,7 +25,7 @@ def test_crash_hang_and_raise_do_not_stop_the_run(tmp_path: Path, tiny_onnx: Pat
           - name: faulty
             params: {{mode: [crash, hang, raise]}}
           - onnxruntime
-        measurement: {{warmup: 2, min_iters: 10, min_seconds: 0.05, timeout_s: 25}}
+        measurement: {{warmup: 2, min_iters: 10, min_seconds: 0.05, timeout_s: 12}}
         accuracy: {{samples: 50}}
     """,
     )

@@ -84,8 +84,9 @@ class Method:
     loads_by_assignment: ClassVar[bool] = False
     # False only for methods that run a model file as it is (`original`).
     needs_float_model: ClassVar[bool] = True
-    # Formats whose artifact this method calibrates by running the exported graph on the
-    # calibration inputs (not the torch module): a causal LM's graph also takes a KV cache.
+    # Formats whose artifact this method calibrates by running an exported graph on whole
+    # calibration inputs (ONNX, OpenVINO IR, torch's PT2E program): a causal LM decodes
+    # through a KV cache, which that graph and qbench's calibration do not feed.
     calibrates_exported_graph: ClassVar[tuple[str, ...]] = ()
 
     def unsupported(self, fmt: str, params: Params, source: ModelSource) -> str | None:
@@ -108,8 +109,9 @@ class Method:
             and params_of_source is not None
             and source.output_kind(params_of_source) == "token_logits"
         ):
-            return (f"{self.name} calibrates on whole inputs; a causal LM's ONNX graph takes "
-                    "a KV cache, which qbench's calibration does not feed")  # fmt: skip
+            return (f"{self.name} ({fmt}) calibrates an exported graph on whole inputs; a "
+                    "causal LM's decode takes a KV cache, which qbench's calibration does not "
+                    "feed")  # fmt: skip
         quantized = already_quantized(source)
         if quantized and self.needs_float_model:
             return (f"model {source.name} is already quantized ({quantized}); {self.name} "

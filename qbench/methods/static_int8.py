@@ -274,7 +274,7 @@ class StaticInt8(Method):
     Params = StaticInt8Params
     produces = ("onnx", "torch", "tflite")
     uses_calibration = True
-    calibrates_exported_graph = ("onnx",)
+    calibrates_exported_graph = ("onnx", "torch")  # torch: the PT2E program
     # 2: torch path calibrates activations with reduce_range=True. 3: ONNX ranges come from
     # qbench's own calibration run (entropy with 2048 histogram bins, mse) through a cache.
     # 4: torch path quantizes ReLU6 inputs on [0, 6] (_relu6_ranges). 5: ONNX and LiteRT model
