@@ -21,6 +21,21 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cache
 
 
+@pytest.fixture(scope="session")
+def example_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """examples/ with the files `examples/make_examples.py` writes into examples/generated/
+    (a small CNN trained on photo crops, its exports, the data), made once per session."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("examples") / "examples"
+    shutil.copytree(REPO / "examples", folder, ignore=shutil.ignore_patterns("generated"))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    made = subprocess.run([sys.executable, str(folder / "make_examples.py")],
+                          env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    return folder
+
+
 def make_tiny_onnx(path: Path, in_ch: int = 1, size: int = 8, classes: int = 10) -> Path:
     """Conv -> Relu -> GlobalAveragePool -> Flatten -> Gemm, seeded random weights."""
     import numpy as np

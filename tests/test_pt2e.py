@@ -371,3 +371,22 @@ def test_programs_that_would_run_code_are_refused(digits: Built, tmp_path: Path)
             _pt2e.load_exported(blob)
         assert "\n" not in str(info.value), case
     assert not marker.exists()
+
+
+def test_planning_remembers_whether_pt2e_imports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Planning asks whether torchao's PT2E flow imports once per torch/torchao version: the
+    answer is kept in the cache, so a dry run does not import torchao (seconds) every time."""
+    monkeypatch.setenv("QBENCH_CACHE_DIR", str(tmp_path))
+    assert _pt2e.pt2e_unavailable_at_plan() is None  # asked for real: it imports here
+    [record] = (tmp_path / "checks").glob("pt2e-import-torch-*-torchao-*.json")
+    assert json.loads(record.read_text()) == {"unavailable": None}
+    # the remembered answer is the one given, whatever it says
+    record.write_text(json.dumps({"unavailable": "torchao's PT2E quantization does not import"}))
+    reason = STATIC.unsupported("torch", STATIC.Params(), FAM.models.get("digits_cnn")())
+    assert reason == ("torch_flow=pt2e: torchao's PT2E quantization does not import; "
+                      "torch_flow=fx builds the legacy path")  # fmt: skip
+    record.write_text("{not json")  # a torn record is asked again and rewritten
+    assert _pt2e.pt2e_unavailable_at_plan() is None
+    assert json.loads(record.read_text()) == {"unavailable": None}

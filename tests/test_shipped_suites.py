@@ -61,10 +61,10 @@ def test_the_suites_are_found() -> None:
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_no_shipped_suite_excludes_a_cell_a_capable_cpu_would_run(
-    path: Path, capable_host: None, tmp_path: Path
+    path: Path, capable_host: None, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     if path.name == "your_model.yaml":  # its model files are made by examples/make_examples.py
-        path = your_model_layout(tmp_path)
+        path = your_model_layout(tmp_path, request)
     assert rule_removed_runnable_cells(path) == []
 
 

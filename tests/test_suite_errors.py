@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -103,28 +102,23 @@ def test_missing_suite_file(tmp_path: Path) -> None:
     )
 
 
-def your_model_layout(folder: Path) -> Path:
+def your_model_layout(folder: Path, request: pytest.FixtureRequest) -> Path:
     """suites/your_model.yaml beside the example files `examples/make_examples.py` writes,
-    laid out as in the repository (the suite names them relative to its own folder)."""
+    laid out as in the repository (the suite names them relative to its own folder). The
+    files are made once per test session (example_files) and copied."""
     import shutil
-    import subprocess
-    import sys
 
+    examples: Path = request.getfixturevalue("example_files")
     (folder / "suites").mkdir()
-    shutil.copytree(REPO / "examples", folder / "examples",
-                    ignore=shutil.ignore_patterns("generated"))  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    made = subprocess.run([sys.executable, str(folder / "examples" / "make_examples.py")],
-                          env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert made.returncode == 0, made.stderr
+    shutil.copytree(examples, folder / "examples")
     return Path(shutil.copy(REPO / "suites" / "your_model.yaml", folder / "suites"))
 
 
 @pytest.mark.parametrize("suite", sorted((REPO / "suites").glob("*.yaml")), ids=lambda p: p.name)
-def test_shipped_suites_plan(suite: Path, tmp_path: Path) -> None:
+def test_shipped_suites_plan(suite: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """Every suite in suites/ loads and plans (the nightly job and README name them)."""
     if suite.name == "your_model.yaml":  # its model files are made by examples/make_examples.py
-        suite = your_model_layout(tmp_path)
+        suite = your_model_layout(tmp_path, request)
     proc = run_qbench("run", str(suite), "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert " to run, " in proc.stdout

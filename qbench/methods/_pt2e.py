@@ -106,6 +106,33 @@ def pt2e_unavailable() -> str | None:
     return None
 
 
+def pt2e_unavailable_at_plan() -> str | None:
+    """pt2e_unavailable's answer for planning, remembered in the qbench cache per installed
+    torch and torchao version: every plan with a torch static_int8 cell asks, and importing
+    torchao (and torch) costs seconds that `qbench run --dry-run` should not pay each time."""
+    import json
+    import os
+    from importlib import metadata
+
+    from qbench.cache import cache_root
+
+    try:
+        versions = f"torch-{metadata.version('torch')}-torchao-{metadata.version('torchao')}"
+    except metadata.PackageNotFoundError as exc:
+        return f"torchao's PT2E quantization needs Python package {exc}, not installed"
+    record = cache_root() / "checks" / f"pt2e-import-{versions}.json"
+    try:
+        return json.loads(record.read_text())["unavailable"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    reason = pt2e_unavailable()
+    record.parent.mkdir(parents=True, exist_ok=True)
+    partial = record.with_name(f".{record.name}.{os.getpid()}")
+    partial.write_text(json.dumps({"unavailable": reason}))
+    os.replace(partial, record)  # readers see the whole record or none
+    return reason
+
+
 def _quantizer() -> Any:
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
         X86InductorQuantizer,

@@ -564,9 +564,9 @@ def _torch_unsupported(params: StaticInt8Params) -> str | None:
         )
     if fx:
         return _fx_unavailable()
-    from qbench.methods._pt2e import pt2e_unavailable
+    from qbench.methods._pt2e import pt2e_unavailable_at_plan
 
-    reason = pt2e_unavailable()
+    reason = pt2e_unavailable_at_plan()
     return f"torch_flow=pt2e: {reason}; torch_flow=fx builds the legacy path" if reason else None
 
 
