@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the test suite: sets up .venv (scripts/setup.sh), installs Chromium for the report's
 # browser test and OpenSSH's server for the ssh transport's test where they are missing,
-# lints, then runs pytest. Extra arguments go to pytest.
+# lints, then runs pytest on the default set: every test but those marked slow (whole real
+# models and long end-to-end grids; `-m slow` runs them, `-m ""` everything). Extra arguments
+# go to pytest and come after the default marker, so a `-m` given here wins.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -19,4 +21,4 @@ fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
 ruff check qbench tests benchmarks
-python -m pytest "$@"
+python -m pytest -m "not slow" "$@"

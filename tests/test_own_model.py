@@ -388,6 +388,7 @@ def _rows(store: Path) -> dict[str, dict]:
     return {r["cell_id"]: r for r in results.to_dict("records")}
 
 
+@pytest.mark.slow
 def test_every_kind_of_model_runs_end_to_end(own: Path) -> None:
     """An opset-9 IR-3 fixed-batch ONNX file, a two-input ONNX file with integer inputs, a
     torch factory with safetensors weights, a float .tflite and an int8 one, on their data."""

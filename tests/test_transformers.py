@@ -356,6 +356,7 @@ def test_run_an_encoder_on_torch_and_onnxruntime(files: dict[str, Path], tmp_pat
     )
 
 
+@pytest.mark.slow
 def test_run_a_causal_lm_token_by_token(files: dict[str, Path], tmp_path: Path) -> None:
     suite = write_suite(
         tmp_path,
