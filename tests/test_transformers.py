@@ -358,27 +358,28 @@ def test_run_an_encoder_on_torch_and_onnxruntime(files: dict[str, Path], tmp_pat
 
 @pytest.mark.slow
 def test_run_a_causal_lm_token_by_token(files: dict[str, Path], tmp_path: Path) -> None:
-    suite = write_suite(
-        tmp_path,
-        f"""
-        name: lm
-        models:
-          - name: hf_local
-            label: tiny_llama
-            params:
-              path: {files["lm"]}
-              max_length: 32
-              dataset: {{name: text_corpus, params: {{path: {files["text"]}}}}}
-        methods:
-          - fp32
-          - {{name: torchao, params: {{scheme: int4_weight, group_size: 32}}}}
-          - {{name: dynamic_int8, params: {{weight_type: int8, per_channel: true}}}}
-          - static_int8
-        backends: [torch, onnxruntime, litert]
-        measurement: {{warmup: 1, min_iters: 8, min_seconds: 0.05, timeout_s: 300,
-                       prompt_lengths: [16, 48], decode_tokens: 8}}
-        accuracy: {{samples: 4}}
-    """,
+    def lm_suite(name: str, methods: str, backends: str) -> Path:
+        return write_suite(tmp_path, f"""
+            name: lm
+            models:
+              - name: hf_local
+                label: tiny_llama
+                params:
+                  path: {files["lm"]}
+                  max_length: 32
+                  dataset: {{name: text_corpus, params: {{path: {files["text"]}}}}}
+            methods: {methods}
+            backends: {backends}
+            measurement: {{warmup: 1, min_iters: 8, min_seconds: 0.05, timeout_s: 300,
+                           prompt_lengths: [16, 48], decode_tokens: 8}}
+            accuracy: {{samples: 4}}
+        """, name=name)  # fmt: skip
+
+    suite = lm_suite(
+        "lm.yaml",
+        "[fp32, {name: torchao, params: {scheme: int4_weight, group_size: 32}}, "
+        "{name: dynamic_int8, params: {weight_type: int8, per_channel: true}}, static_int8]",
+        "[torch, onnxruntime, litert]",
     )
     store = tmp_path / "store"
     report = tmp_path / "lm.html"
@@ -388,12 +389,8 @@ def test_run_a_causal_lm_token_by_token(files: dict[str, Path], tmp_path: Path) 
                                                  "skipped": 8}  # fmt: skip
     # torch.compile's decode path, fp32 only (compiling costs more than all the rest), into
     # the same store: the report covers both runs
-    compiled_suite = write_suite(tmp_path, suite.read_text().replace(
-        "backends: [torch, onnxruntime, litert]",
-        "backends: [{name: torch, params: {compile: true}}]").replace(
-        "  - {name: torchao", "  # - {name: torchao").replace(
-        "  - {name: dynamic_int8", "  # - {name: dynamic_int8").replace(
-        "  - static_int8", "  # - static_int8"), name="compiled.yaml")  # fmt: skip
+    compiled_suite = lm_suite("compiled.yaml", "[fp32]",
+                              "[{name: torch, params: {compile: true}}]")  # fmt: skip
     proc = run_qbench("run", str(compiled_suite), "--store", str(store), "--report", str(report))
     assert proc.returncode == 0, proc.stderr
     rows = _rows(store)

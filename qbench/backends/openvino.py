@@ -196,17 +196,18 @@ class OpenVinoSession(Session):
         self.model = model
         self.input_names = [port.get_any_name() for port in model.inputs]
         self.dynamic = any(port.get_partial_shape().is_dynamic for port in model.inputs)
+        self.per_shapes = self.dynamic and params.shapes == "static"  # compiled per batch
         self.compile_s: float | None = None
         # compiled models (and one infer request each) by input shapes; None: the model's own
         self.by_shapes: dict[tuple[tuple[int, ...], ...] | None, tuple[Any, Any]] = {}
         self.compiled: Any = None
-        if not (self.dynamic and params.shapes == "static"):
+        if not self.per_shapes:
             self.compiled, self.request = self._compile(None)
 
     def _compile(self, shapes: tuple[tuple[int, ...], ...] | None) -> tuple[Any, Any]:
         """The compiled model and its infer request for these input shapes (None: the model's
         own, dynamic where it is), compiled once per shapes."""
-        key = None if not (self.dynamic and self.params.shapes == "static") else shapes
+        key = shapes if self.per_shapes else None
         if key not in self.by_shapes:
             model = self.model
             if key is not None:
