@@ -6,13 +6,15 @@ the same cache), opened with its backend's session and timed in interleaved roun
 batch 1) in one process: each round times every variant once, in rotating order, so drift and
 noise hit all alike; a ratio is the median over rounds of that round's ratio against ONNX
 Runtime fp32. The artifacts are built in a separate process first, so the timing process holds
-only the runtimes (as qbench's measure stage does). Then the oneDNN-based torch variants run
-again in a process whose oneDNN ISA is capped below AMX (ONEDNN_MAX_CPU_ISA, the `isa` backend
-option; oneDNN reads it once per process), beside ONNX Runtime fp32, which the cap does not
-touch, to show what AMX buys on the same machine.
+only the runtimes (as qbench's measure stage does). The timing process runs --processes times,
+one after another: figures differ more between processes than between rounds of one process,
+so each figure is the median over processes, printed with its range. Then the oneDNN-based
+torch variants run again in a process whose oneDNN ISA is capped below AMX (ONEDNN_MAX_CPU_ISA,
+the `isa` backend option; oneDNN reads it once per process), beside ONNX Runtime fp32, which
+the cap does not touch, to show what AMX buys on the same machine.
 
     python benchmarks/x86_goals.py [--models resnet18 mobilenet_v2] [--rounds 7]
-        [--seconds 0.6] [--cap avx512_core_bf16]
+        [--seconds 0.6] [--processes 3] [--cap avx512_core_bf16]
 
 Goals checked (issue 17): best int8 ResNet-18 >= 5x ONNX Runtime fp32; best int8 MobileNetV2
 >= 2.5x the best fp32 of any backend; torch bf16 ResNet-18 >= 2.5x torch fp32 (same compile
@@ -63,11 +65,6 @@ VARIANTS: list[tuple[str, str, dict[str, Any], str, dict[str, Any]]] = [
 CAPPED = ["ort fp32", "torch fp32 eager", "torch bf16 eager", "torch bf16 compiled",
           "torch int8 PT2E+inductor"]  # fmt: skip
 ANCHOR = "ort fp32"  # every ratio is against it, in the same process
-
-
-def groups() -> dict[str, list[str]]:
-    """Variant labels per timing process."""
-    return {"main": [v[0] for v in VARIANTS]}
 
 
 def _yaml_member(name: str, params: dict[str, Any]) -> str:
@@ -165,71 +162,78 @@ def _what_ran(f: dict[str, Any]) -> str:
     return "; ".join(p for p in parts if p)
 
 
-def child(group: str, labels: list[str], args: Any, env: dict[str, str]) -> dict:
-    """Run one process's variants; its per-model p50s and facts."""
+def child(labels: list[str], args: Any, env: dict[str, str]) -> dict:
+    """Time `labels` in a fresh process; its per-model p50s and facts."""
     done = subprocess.run(
         [sys.executable, __file__, "--child", ",".join(labels), "--models", *args.models,
          "--rounds", str(args.rounds), "--seconds", str(args.seconds)],
         capture_output=True, text=True, env=env, cwd=tempfile.gettempdir(),
     )  # fmt: skip
     if done.returncode != 0:
-        raise SystemExit(f"{group} process failed ({done.returncode}): {done.stderr[-2000:]}")
+        raise SystemExit(f"timing process failed ({done.returncode}): {done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def merged(model: str, parts: dict[str, dict]) -> dict[str, float]:
-    """Each variant's speed-up over ONNX Runtime fp32 (median of per-round ratios, taken in
-    the variant's own process) and its p50."""
-    out = {}
-    for part in parts.values():
-        p50s = part[model]["p50s"]
+def spread(values: list[float]) -> str:
+    """The median of per-process figures and their range, e.g. '2.41x [2.29, 2.65]'."""
+    mid = statistics.median(values)
+    if len(values) == 1:
+        return f"{mid:.2f}x"
+    return f"{mid:.2f}x [{min(values):.2f}, {max(values):.2f}]"
+
+
+def report(model: str, runs: list[dict]) -> dict[str, list[float]]:
+    """Print the model's table; return each goal's figure per timing process.
+
+    A variant's speed-up over ONNX Runtime fp32 is the median over rounds of that round's
+    ratio, taken in each process, then the median over processes. Processes differ more than
+    rounds do (where the loader placed code and weights, the host's load in those minutes),
+    so the range over processes is printed beside every figure."""
+    speeds: dict[str, list[float]] = {}
+    p50s_all: dict[str, list[float]] = {}
+    for run in runs:
+        p50s = run[model]["p50s"]
         for name in p50s:
-            if name == ANCHOR and name in out:
-                continue
-            out[name] = ratio(p50s, ANCHOR, name)
-    return out
-
-
-def report(model: str, parts: dict[str, dict]) -> dict[str, Any]:
-    speed = merged(model, parts)
-    print(f"\n## {model} (1 thread, batch 1; x = times faster than ONNX Runtime fp32 in the "
-          "same process, median of per-round ratios)")  # fmt: skip
-    print(f"{'variant':<28} {'p50 ms':>8} {'x ort fp32':>11}  process  what ran")
-    rows = []
-    for group, part in parts.items():
-        got = part[model]
-        for name, values in got["p50s"].items():
-            if name == ANCHOR and group != "main":
-                continue
-            rows.append((speed[name], name, statistics.median(values), group, got["facts"][name]))
-    for x, name, p50, group, facts in sorted(rows, reverse=True):
-        print(f"{name:<28} {p50:>8.3f} {x:>11.2f}  {group:<8} {_what_ran(facts)}")
-    for part in parts.values():
-        for name, why in part[model]["skipped"].items():
-            print(f"{name:<28} {'skipped':>8}  {why}")
+            speeds.setdefault(name, []).append(ratio(p50s, ANCHOR, name))
+            p50s_all.setdefault(name, []).append(statistics.median(p50s[name]))
+    speed = {name: statistics.median(values) for name, values in speeds.items()}
+    facts, skipped = runs[0][model]["facts"], runs[0][model]["skipped"]
+    print(
+        f"\n## {model} (1 thread, batch 1; x = times faster than ONNX Runtime fp32 in the "
+        f"same process, median of per-round ratios, median over {len(runs)} processes)"
+    )
+    print(f"{'variant':<28} {'p50 ms':>8} {'x ort fp32':>11}  {'per process':<14} what ran")
+    for name in sorted(speed, key=lambda n: speed[n], reverse=True):
+        low, high = min(speeds[name]), max(speeds[name])
+        print(f"{name:<28} {statistics.median(p50s_all[name]):>8.3f} {speed[name]:>11.2f}  "
+              f"{f'[{low:.2f}, {high:.2f}]':<14} {_what_ran(facts[name])}")  # fmt: skip
+    for name, why in skipped.items():
+        print(f"{name:<28} {'skipped':>8}  {why}")
     fp32 = [n for n in speed if "fp32" in n]
     int8 = [n for n in speed if "int8" in n]
-    best_fp32, best_int8 = max(fp32, key=speed.get), max(int8, key=speed.get)
-    goals: dict[str, Any] = {
-        "best_int8": best_int8,
-        "best_fp32": best_fp32,
-        "int8_vs_ort_fp32": speed[best_int8],
-        "int8_vs_best_fp32": speed[best_int8] / speed[best_fp32],
-    }
-    p50s = parts["main"][model]["p50s"]
-    for mode in ("eager", "compiled"):
-        if f"torch bf16 {mode}" in p50s and f"torch fp32 {mode}" in p50s:
-            goals[f"bf16_vs_fp32_{mode}"] = ratio(p50s, f"torch fp32 {mode}", f"torch bf16 {mode}")
-    if "torch bf16 eager" in p50s and "torch fp32 eager NHWC" in p50s:
-        goals["bf16_vs_fp32_nhwc"] = ratio(p50s, "torch fp32 eager NHWC", "torch bf16 eager")
-    return goals
+    best_fp32 = max(fp32, key=lambda n: speed[n])
+    best_int8 = max(int8, key=lambda n: speed[n])
+    # each goal is a direct ratio between two variants timed in the same rounds of a process
+    pairs = [(f"best int8 ({best_int8}) vs ORT fp32", ANCHOR, best_int8),
+             (f"best int8 ({best_int8}) vs best fp32 ({best_fp32})", best_fp32, best_int8),
+             ("torch bf16 vs torch fp32, eager, fp32 NCHW", "torch fp32 eager",
+              "torch bf16 eager"),
+             ("torch bf16 vs torch fp32, eager, fp32 NHWC", "torch fp32 eager NHWC",
+              "torch bf16 eager"),
+             ("torch bf16 vs torch fp32, both compiled", "torch fp32 compiled",
+              "torch bf16 compiled")]  # fmt: skip
+    return {text: [ratio(r[model]["p50s"], slow, fast) for r in runs]
+            for text, slow, fast in pairs if slow in speed and fast in speed}  # fmt: skip
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["resnet18", "mobilenet_v2"])
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds per process")
     parser.add_argument("--seconds", type=float, default=0.6, help="per variant per round")
+    parser.add_argument("--processes", type=int, default=3,
+                        help="timing processes, one after another: each figure is the median "
+                        "over them, printed with their range")  # fmt: skip
     parser.add_argument("--cap", default="avx512_core_bf16", help="oneDNN ISA of the capped run")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # labels this process times
     parser.add_argument("--build", help=argparse.SUPPRESS)  # labels this process builds
@@ -249,44 +253,37 @@ def main() -> int:
     cpu = cpu_info()
     print(f"cpu: {cpu['cpu_model']}; flags: {', '.join(cpu['cpu_flags'])}")
     print(f"oneDNN ISA (torch): {onednn_isa()}")
-    parts = {group: child(group, labels, args, dict(os.environ))
-             for group, labels in groups().items()}  # fmt: skip
-    goals = {model: report(model, parts) for model in args.models}
+    labels = [v[0] for v in VARIANTS]
+    runs = [child(labels, args, dict(os.environ)) for _ in range(max(1, args.processes))]
+    goals = {model: report(model, runs) for model in args.models}
 
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": args.cap.upper()}
-    capped = child("capped", CAPPED, args, env)
+    capped = child(CAPPED, args, env)
     print(f"\n## torch with oneDNN capped at {args.cap} (its own process; x = times faster than "
           "ONNX Runtime fp32 there, which the cap does not touch)")  # fmt: skip
     for model in args.models:
         p50s, facts = capped[model]["p50s"], capped[model]["facts"]
-        speed = merged(model, {"main": parts["main"]})
         print(f"{model}:")
         for name in CAPPED[1:]:
-            if name not in p50s:
+            if name not in p50s or name not in runs[0][model]["p50s"]:
                 continue
+            uncapped = statistics.median(ratio(r[model]["p50s"], ANCHOR, name) for r in runs)
             kern = str(facts[name].get("onednn_kernels", "")).split(",")[0]
             print(f"  {name:<26} capped x{ratio(p50s, ANCHOR, name):5.2f} "
                   f"({statistics.median(p50s[name]):7.3f} ms) | uncapped "
-                  f"x{speed.get(name, float('nan')):5.2f} | {kern}")  # fmt: skip
+                  f"x{uncapped:5.2f} | {kern}")  # fmt: skip
 
-    print("\n## goals")
+    print(f"\n## goals (median over {len(runs)} timing processes [lowest, highest])")
     checks = []
-    if "resnet18" in goals:
-        g = goals["resnet18"]
-        checks.append((f"ResNet-18 best int8 ({g['best_int8']}) vs ORT fp32",
-                       g["int8_vs_ort_fp32"], 5.0))  # fmt: skip
-        for key, text in (("bf16_vs_fp32_eager", "eager, fp32 NCHW"),
-                          ("bf16_vs_fp32_nhwc", "eager, fp32 NHWC"),
-                          ("bf16_vs_fp32_compiled", "both compiled")):  # fmt: skip
-            checks.append((f"ResNet-18 torch bf16 vs torch fp32, {text}",
-                           g.get(key, float("nan")), 2.5))  # fmt: skip
-    if "mobilenet_v2" in goals:
-        g = goals["mobilenet_v2"]
-        checks.append((f"MobileNetV2 best int8 ({g['best_int8']}) vs best fp32 "
-                       f"({g['best_fp32']})", g["int8_vs_best_fp32"], 2.5))  # fmt: skip
-    for text, value, goal in checks:
-        verdict = "met" if value >= goal else "NOT met"
-        print(f"{text}: {value:.2f}x (goal >= {goal}x): {verdict}")
+    for text, values in goals.get("resnet18", {}).items():
+        if "vs best fp32" not in text:
+            checks.append((f"ResNet-18 {text}", values, 5.0 if "int8" in text else 2.5))
+    for text, values in goals.get("mobilenet_v2", {}).items():
+        if "vs best fp32" in text:
+            checks.append((f"MobileNetV2 {text}", values, 2.5))
+    for text, values, goal in checks:
+        verdict = "met" if statistics.median(values) >= goal else "NOT met"
+        print(f"{text}: {spread(values)} (goal >= {goal}x): {verdict}")
     return 0
 
 
