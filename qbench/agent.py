@@ -141,7 +141,7 @@ def reference_outputs(loaded: Any, x: Inputs, batch: int = 32) -> np.ndarray:
     file run as it is, fed in batches its graph accepts (a fixed batch of 1 is the Model Zoo's
     norm): `batch` samples per call, the last call padded."""
     n = count(x)
-    if loaded.module is not None:
+    if loaded.has_module:
         import torch
 
         from qbench.backends.base import first_output
@@ -268,8 +268,8 @@ def prepare(cell: Cell) -> dict[str, Any]:
     if loaded.onnx_path is not None and fmt == "onnx" and cell.method != "original":
         # what normalising the user's graph changed (the cached graph's metadata)
         notes += read_meta(fp32_onnx()).get("notes", [])
-    if output_kind == "token_logits" and loaded.module is not None:
-        macs, macs_note = _decode_step_macs(loaded.module), None
+    if output_kind == "token_logits" and loaded.has_module:
+        macs, macs_note = _decode_step_macs(loaded), None
         notes.append("model_macs: one decode step (the Linear layers' multiply-accumulates "
                      "for one token), the unit of the latency and throughput columns")  # fmt: skip
     elif loaded.tflite_path is None:
@@ -336,15 +336,23 @@ def _check_onnx_loads(path: Path, method: str) -> None:
                          f"{reason}") from None  # fmt: skip
 
 
-def _decode_step_macs(module: Any) -> int:
+def _decode_step_macs(loaded: Any) -> int:
     """A causal LM's multiply-accumulates for one generated token: its Linear layers (the
     attention over the cache grows with the context and is left out, as llama-bench's
-    per-token figures leave it out). Counted on the module: exporting a graph to count it
-    would cost minutes and its size on disk for an LLM."""
-    import torch
+    per-token figures leave it out). Counted on the module (exporting a graph to count it
+    would cost minutes and its size on disk for an LLM), cached per model: a cached cell's
+    prepare builds no module."""
 
-    return sum(m.in_features * m.out_features for m in module.modules()
-               if isinstance(m, torch.nn.Linear))  # fmt: skip
+    def build(tmp: Path) -> None:
+        import torch
+
+        macs = sum(m.in_features * m.out_features for m in loaded.module.modules()
+                   if isinstance(m, torch.nn.Linear))  # fmt: skip
+        tmp.write_text(json.dumps({"macs": macs}))
+
+    path, _ = cached_file("opcount", {"model_sha": loaded.sha256, "decode_step": 1}, ".json",
+                          build)  # fmt: skip
+    return int(json.loads(path.read_text())["macs"])
 
 
 def _model_macs(

@@ -143,7 +143,7 @@ def packed_bytes(ctx: MakeContext, weight_bits: Any) -> int:
     """Theoretical packed size of this model with `weight_bits(name, weight)` per layer."""
     from qbench.methods.packing import packed_bytes_onnx, packed_bytes_tflite, packed_bytes_torch
 
-    if ctx.model.module is not None:
+    if ctx.model.has_module:
         return packed_bytes_torch(ctx.model.module, weight_bits)
     if ctx.model.tflite_path is not None:
         return packed_bytes_tflite(ctx.model.tflite_path, weight_bits)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -10,15 +10,34 @@ from qbench.inputs import InputSpec
 from qbench.params import NoParams, Params
 
 
-@dataclass
 class LoadedModel:
-    """An fp32 model ready to quantize: a torch module (eval mode), an ONNX or a .tflite file."""
+    """An fp32 model ready to quantize: a torch module (eval mode), an ONNX or a .tflite file.
 
-    weights: str  # provenance of the weights, stored in every row
-    sha256: str  # hash of the fp32 weights (or of the ONNX file)
-    module: Any = None  # torch.nn.Module for torch-format models
-    onnx_path: Path | None = None
-    tflite_path: Path | None = None
+    A torch module may come as `load_module`, called on the first use of `.module`: the prepare
+    stage of a cell whose artifact, inputs and reference outputs are all cached never uses the
+    module, and building it (importing torch, reading the weights) was most of that stage's
+    time (state_dict_file_model)."""
+
+    def __init__(self, weights: str, sha256: str, module: Any = None,
+                 onnx_path: Path | None = None, tflite_path: Path | None = None,
+                 load_module: Callable[[], Any] | None = None) -> None:  # fmt: skip
+        self.weights = weights  # provenance of the weights, stored in every row
+        self.sha256 = sha256  # hash of the fp32 weights (or of the ONNX file)
+        self._module = module  # torch.nn.Module for torch-format models
+        self._load_module = load_module
+        self.onnx_path = onnx_path
+        self.tflite_path = tflite_path
+
+    @property
+    def module(self) -> Any:
+        if self._module is None and self._load_module is not None:
+            self._module, self._load_module = self._load_module(), None
+        return self._module
+
+    @property
+    def has_module(self) -> bool:
+        """Whether there is a torch module, without building one."""
+        return self._module is not None or self._load_module is not None
 
 
 # What each native format is called in reasons ("model m is an ONNX file; ...").
@@ -130,3 +149,45 @@ def state_dict_sha256(state_dict: dict[str, Any]) -> str:
         digest.update(key.encode())
         digest.update(state_dict[key].detach().cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+# The built-in models' architectures: their source is part of the key under which a weights
+# file's state-dict hash is remembered (state_dict_file_model).
+ARCHITECTURES_FILE = Path(__file__).with_name("_architectures.py")
+
+
+def state_dict_file_model(weights: str, path: Path, architecture: Callable[[], Any]) -> LoadedModel:
+    """A built-in torch model whose weights are the state-dict file `path`, loaded into
+    `architecture()` (one of _architectures.py's) when the module is first used.
+
+    Its sha256 is state_dict_sha256 of the loaded module, the value rows and the artifact cache
+    have always keyed on; it is remembered in the cache per weights file, architectures source
+    and torch version, so a cell whose artifact is cached names its model without importing
+    torch."""
+    import json
+    from importlib import metadata
+
+    from qbench.cache import cached_file, recorded_sha256
+    from qbench.params import file_sha256
+
+    built: list[Any] = []
+
+    def load_module() -> Any:
+        if not built:
+            import torch
+
+            module = architecture()
+            module.load_state_dict(torch.load(path, weights_only=True), strict=True)
+            built.append(module.eval())
+        return built[0]
+
+    def remember(tmp: Path) -> None:
+        tmp.write_text(json.dumps({"sha256": state_dict_sha256(load_module().state_dict())}))
+
+    # what the loaded state dict depends on: the file, the code that reads it into modules
+    key = {"weights": recorded_sha256(path) or file_sha256(str(path), 64),
+           "architectures": file_sha256(str(ARCHITECTURES_FILE), 64),
+           "torch": metadata.version("torch"), "v": 1}  # fmt: skip
+    entry = cached_file("model_sha", key, ".json", remember)
+    sha = json.loads(entry.path.read_text())["sha256"]
+    return LoadedModel(weights=weights, sha256=sha, load_module=load_module)

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field
 
 from qbench.cache import cached_file
-from qbench.models.base import LoadedModel, ModelSource, state_dict_sha256
+from qbench.models.base import LoadedModel, ModelSource, state_dict_file_model
 from qbench.params import Params
 from qbench.plugins import datasets, models
 
@@ -55,19 +55,16 @@ class DigitsCNNModel(ModelSource):
         return DigitsCNN().eval()
 
     def load(self, params: Params) -> LoadedModel:
-        import torch
-
         assert isinstance(params, DigitsCNNParams)
 
         def build(tmp: Path) -> None:
+            import torch
+
             torch.save(train_digits_cnn(params).state_dict(), tmp)
 
         key = {"model": self.name, **params.model_dump(), "version": 1}
         path, _ = cached_file("weights", key, ".pt", build)
-        module = self.architecture(params)
-        module.load_state_dict(torch.load(path, weights_only=True), strict=True)
-        return LoadedModel(
-            weights=f"trained on digits train split ({params.epochs} epochs, seed {params.seed})",
-            sha256=state_dict_sha256(module.state_dict()),
-            module=module.eval(),
-        )
+        return state_dict_file_model(
+            f"trained on digits train split ({params.epochs} epochs, seed {params.seed})",
+            path, lambda: self.architecture(params),
+        )  # fmt: skip

@@ -314,19 +314,22 @@ class HfLocalModel(ModelSource):
 
     def load(self, params: Params) -> LoadedModel:
         _offline()
-        import torch
-
         hf = self.hf(params)
         folder = self._folder(params)
-        model = _auto_class(self.task(params)).from_pretrained(
-            str(folder), dtype=torch.float32, local_files_only=True
-        )
-        module = wrap(model, self.task(params), hf.pooling, hf.normalize)
+
+        def load_module() -> Any:  # when first used: a cached cell's prepare never is
+            import torch
+
+            model = _auto_class(self.task(params)).from_pretrained(
+                str(folder), dtype=torch.float32, local_files_only=True
+            )
+            return wrap(model, self.task(params), hf.pooling, hf.normalize)
+
         settings = [self.task(params), hf.pooling, hf.normalize]
         return LoadedModel(
             weights=self.weights_note(params),
             sha256=stable_hash([_weights_sha(folder), settings]),
-            module=module,
+            load_module=load_module,
         )
 
 

@@ -8,10 +8,16 @@ to compare across methods, though its classes are not.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from qbench.cache import cached_file
-from qbench.models.base import LoadedModel, ModelSource, reestimate_batchnorm, state_dict_sha256
+from qbench.models.base import (
+    LoadedModel,
+    ModelSource,
+    reestimate_batchnorm,
+    state_dict_file_model,
+)
 from qbench.params import Params
 from qbench.plugins import datasets, models
 
@@ -44,20 +50,16 @@ class _ImageNetModel(ModelSource):
         return self.dataset if self._pretrained_path() else "sample_photos"
 
     def load(self, params: Params) -> LoadedModel:
-        import torch
-
         pretrained = self._pretrained_path()
         if pretrained:
-            module = self.architecture(params)
-            module.load_state_dict(torch.load(pretrained, weights_only=True), strict=True)
-            module.eval()
-            return LoadedModel(
-                weights=f"imagenet ({pretrained.rsplit('/', 1)[-1]})",
-                sha256=state_dict_sha256(module.state_dict()),
-                module=module,
+            name = pretrained.rsplit("/", 1)[-1]
+            return state_dict_file_model(
+                f"imagenet ({name})", Path(pretrained), lambda: self.architecture(params)
             )
 
         def build(tmp: Any) -> None:
+            import torch
+
             torch.manual_seed(0)
             module = self.architecture(params)
             photos, _ = datasets.get("sample_photos")().load("calib", BN_SAMPLES, BN_SEED)
@@ -67,14 +69,10 @@ class _ImageNetModel(ModelSource):
         path, _ = cached_file(
             "weights", {"model": self.name, "bn": [BN_SAMPLES, BN_SEED]}, ".pt", build
         )
-        module = self.architecture(params)
-        module.load_state_dict(torch.load(path, weights_only=True), strict=True)
-        module.eval()
-        return LoadedModel(
-            weights=f"random init (seed 0), BatchNorm re-estimated on {BN_SAMPLES} photo crops",
-            sha256=state_dict_sha256(module.state_dict()),
-            module=module,
-        )
+        return state_dict_file_model(
+            f"random init (seed 0), BatchNorm re-estimated on {BN_SAMPLES} photo crops",
+            path, lambda: self.architecture(params),
+        )  # fmt: skip
 
 
 @models.register
