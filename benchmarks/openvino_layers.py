@@ -8,6 +8,9 @@ does not (MobileNetV2's depthwise convolutions have no VNNI/AMX dot product to u
 output channel reads one input channel).
 
     python benchmarks/openvino_layers.py [--model mobilenet_v2] [--calls 300]
+
+The CPU plugin honours oneDNN's ISA cap (the backend's `isa` option): run under
+ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 it shows the same layers without AMX kernels.
 """
 
 from __future__ import annotations

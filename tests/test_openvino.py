@@ -254,6 +254,46 @@ def test_nncf_int8_runs_int8_kernels_and_agrees_with_fp32(
     assert NNCF_INT8.needs_calibration(NNCF_INT8.Params())
 
 
+ISA_CHILD = """
+import json, sys
+from pathlib import Path
+import numpy as np
+from qbench.backends.openvino import OpenVinoParams
+from qbench.plugins import load_all
+session = load_all().backends.get("openvino")().open(
+    Path(sys.argv[1]), "openvino", 1, OpenVinoParams(isa=sys.argv[2]))
+session.runner({"input": np.zeros((1, 1, 8, 8), np.float32)})
+row = session.inspect()
+print(json.dumps({"kernels": row.get("onednn_kernels"), "notes": row["notes"],
+                  "quantized": row["quantized_nodes"]}))
+"""
+
+
+def test_isa_cap_runs_the_int8_model_without_amx_and_says_so(
+    digits: dict[str, Any], tmp_path: Path
+) -> None:
+    """`isa` caps the CPU plugin's oneDNN like the torch backend's (ONEDNN_MAX_CPU_ISA, read
+    once per process: the cap runs in a fresh interpreter, as a cell's measure process)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "int8.openvino"
+    build(NNCF_INT8, digits["ctx"], out)
+    uncapped = open_ov(out)
+    uncapped.runner({"input": digits["eval"][:1]})
+    free = uncapped.inspect()["onednn_kernels"]
+    assert "convolution" in free and "_i8" in free.lower()  # int8 kernels, by layer type
+    done = subprocess.run([sys.executable, "-c", ISA_CHILD, str(out), "avx512_core_vnni"],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    capped = json.loads(done.stdout.strip().splitlines()[-1])
+    assert capped["quantized"] == 5  # still int8, on other kernels
+    assert "amx" not in capped["kernels"].lower()
+    assert "oneDNN ISA capped at avx512_core_vnni (ONEDNN_MAX_CPU_ISA)" in capped["notes"]
+    if "amx_int8" in host_flags():
+        assert "amx" in free.lower()  # what the cap took away
+
+
 # --- NNCF weight-only compression ------------------------------------------------------------
 
 

@@ -36,6 +36,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+from qbench.backends._onednn import ISA_LEVELS, kernel_summary, set_isa_cap
 from qbench.backends.base import Backend, Session, feed_by_name
 from qbench.inputs import Inputs
 from qbench.params import Params
@@ -70,6 +71,13 @@ class OpenVinoParams(Params):
         "reshaped to the measured batch's shapes and compiled for them (compile_s), as OpenVINO "
         "recommends for CPU latency; dynamic: compiled once with the model's own shapes (the "
         "plugin then infers shapes and picks kernels on every call)",
+    )
+    isa: Literal[ISA_LEVELS] | None = Field(  # type: ignore[valid-type]
+        default=None,
+        description="cap the instruction set of the CPU plugin's oneDNN kernels "
+        "(ONEDNN_MAX_CPU_ISA, read when the plugin loads in the measure process), e.g. "
+        "avx512_core_bf16 to run int8 and bf16 without AMX on the same machine; "
+        "onednn_kernels says which kernels then ran",
     )
     cache_dir: str | None = Field(
         default=None,
@@ -289,6 +297,10 @@ class OpenVinoSession(Session):
         if hist:
             ops = ", ".join(f"{k}×{v}" for k, v in sorted(hist.items()))
             notes.append(f"runtime graph compute layers: {ops}")
+        kernels = Counter(f"{layer['type'].lower()} {layer['kernel']}" for layer in layers
+                          if layer["type"] in COMPUTE_LAYERS and layer["kernel"])  # fmt: skip
+        if self.params.isa:
+            notes.append(_isa_note(self.params.isa, kernels))
         shapes = next((k for k, v in self.by_shapes.items() if v[0] is self.compiled), None)
         if shapes is not None:
             listed = ", ".join(map(str, shapes))
@@ -299,6 +311,8 @@ class OpenVinoSession(Session):
         elif self.dynamic:
             notes.append("compiled with the model's dynamic input shapes (shapes: dynamic)")
         row: dict[str, Any] = {"quantized_nodes": quantized, "compute_nodes": compute}
+        if kernels:
+            row["onednn_kernels"] = kernel_summary(kernels, limit=12)
         if self.compile_s is not None:
             row["compile_s"] = self.compile_s
         # What ran is the plugin's call, not the method's label (see onnxruntime_gpu):
@@ -363,9 +377,11 @@ class OpenVinoBackend(Backend):
         return None
 
     def open(self, artifact: Path, fmt: str, threads: int, params: Params) -> Session:
+        assert isinstance(params, OpenVinoParams)
+        # before the CPU plugin loads in this process: its oneDNN reads the cap once
+        set_isa_cap(params.isa)
         import openvino as ov
 
-        assert isinstance(params, OpenVinoParams)
         if fmt == "openvino":
             from qbench.methods._openvino_ir import read_model
 
@@ -380,6 +396,15 @@ class OpenVinoBackend(Backend):
             raise ValueError(f"OpenVINO cannot read ONNX artifact {artifact.name}: "
                              f"{reason}") from None  # fmt: skip
         return OpenVinoSession(model, "f32", threads, params)
+
+
+def _isa_note(isa: str, kernels: Counter[str]) -> str:
+    """What an `isa` cap did: a cap below AMX under which AMX kernels still ran came after the
+    plugin had loaded in this process (oneDNN reads ONEDNN_MAX_CPU_ISA once)."""
+    note = f"oneDNN ISA capped at {isa} (ONEDNN_MAX_CPU_ISA)"
+    if "amx" not in isa and any("amx" in name for name in kernels):
+        note += ": not applied, AMX kernels ran (the CPU plugin was loaded before the cap)"
+    return note
 
 
 def _static_int8_refusal(p: Params) -> str | None:

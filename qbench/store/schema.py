@@ -100,7 +100,8 @@ RESULT_COLUMNS: tuple[Column, ...] = (
     Column(
         "onednn_kernels",
         "string",
-        "torch cells: oneDNN primitives one inference executed, by implementation and count",
+        "torch cells: oneDNN primitives one inference executed, by implementation and count; "
+        "openvino cells: the CPU plugin's compute layers by kernel (runtime graph)",
     ),
     Column(
         "compile_s",
