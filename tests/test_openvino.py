@@ -294,6 +294,23 @@ def test_isa_cap_runs_the_int8_model_without_amx_and_says_so(
         assert "amx" in free.lower()  # what the cap took away
 
 
+def test_a_cap_that_comes_after_the_plugin_loaded_is_reported_not_applied(
+    digits: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if "amx_int8" not in host_flags():
+        pytest.skip("no AMX-INT8 on this CPU: a cap below AMX changes nothing to detect")
+    out = tmp_path / "int8.openvino"
+    build(NNCF_INT8, digits["ctx"], out)
+    open_ov(out).runner({"input": digits["eval"][:1]})  # the plugin is loaded, uncapped
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "")  # restored after the test: no child inherits
+    late = open_ov(out, isa="avx512_core_vnni")
+    late.runner({"input": digits["eval"][:1]})
+    row = late.inspect()
+    assert "amx" in row["onednn_kernels"].lower()
+    assert any(n.startswith("oneDNN ISA capped at avx512_core_vnni") and "not applied" in n
+               for n in row["notes"])  # fmt: skip
+
+
 # --- NNCF weight-only compression ------------------------------------------------------------
 
 

@@ -131,6 +131,12 @@ def observed_isa() -> str | None:
     return _observed
 
 
+def cap_excludes_amx(isa: str | None) -> bool:
+    """Whether an `isa` cap lies below oneDNN's first AMX level (ISA_LEVELS is in order;
+    `default` is no cap)."""
+    return bool(isa) and ISA_LEVELS.index(str(isa)) < ISA_LEVELS.index("avx10_1_512_amx")
+
+
 def uses_amx(isa_or_kernels: str | None) -> bool:
     """Whether an ISA line or a kernel list names AMX."""
     return bool(isa_or_kernels) and "amx" in str(isa_or_kernels).lower()

@@ -36,7 +36,13 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from qbench.backends._onednn import ISA_LEVELS, kernel_summary, set_isa_cap
+from qbench.backends._onednn import (
+    ISA_LEVELS,
+    cap_excludes_amx,
+    kernel_summary,
+    set_isa_cap,
+    uses_amx,
+)
 from qbench.backends.base import Backend, Session, feed_by_name
 from qbench.inputs import Inputs
 from qbench.params import Params
@@ -402,7 +408,7 @@ def _isa_note(isa: str, kernels: Counter[str]) -> str:
     """What an `isa` cap did: a cap below AMX under which AMX kernels still ran came after the
     plugin had loaded in this process (oneDNN reads ONEDNN_MAX_CPU_ISA once)."""
     note = f"oneDNN ISA capped at {isa} (ONEDNN_MAX_CPU_ISA)"
-    if "amx" not in isa and any("amx" in name for name in kernels):
+    if cap_excludes_amx(isa) and any(uses_amx(name) for name in kernels):
         note += ": not applied, AMX kernels ran (the CPU plugin was loaded before the cap)"
     return note
 
