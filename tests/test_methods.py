@@ -71,6 +71,41 @@ def ort(path: Path, **params: Any) -> OrtSession:
     return session
 
 
+INSPECT_CHILD = """
+import json, sys
+from pathlib import Path
+from qbench.backends.onnxruntime import OrtParams
+from qbench.plugins import load_all
+session = load_all().backends.get("onnxruntime")().open(Path(sys.argv[1]), "onnx", 1, OrtParams())
+print(json.dumps({"info": session.inspect(), "onnx": "onnx" in sys.modules}))
+"""
+
+
+def test_ort_graph_counts_are_cached_per_file_and_recounted_when_it_changes(
+    tmp_path: Path,
+) -> None:
+    """The optimised graph is read once per file (a second session and the onnx package);
+    a later measure process of the same file gets the same counts without either."""
+    import json
+    import subprocess
+    import sys
+
+    model = make_tiny_onnx(tmp_path / "m.onnx")
+
+    def inspect_in_a_fresh_process() -> dict[str, Any]:
+        done = subprocess.run([sys.executable, "-c", INSPECT_CHILD, str(model)],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    first, second = inspect_in_a_fresh_process(), inspect_in_a_fresh_process()
+    assert first["info"]["compute_nodes"] == 2 and first["info"]["quantized_nodes"] == 0
+    assert second["info"] == first["info"]
+    assert first["onnx"] and not second["onnx"]  # counted once, then read from the cache
+    make_tiny_onnx(model, classes=5)  # the same file rewritten: counted again
+    assert inspect_in_a_fresh_process()["onnx"]
+
+
 def initializers(path: Path) -> dict[str, np.ndarray]:
     return {i.name: numpy_helper.to_array(i) for i in onnx.load(path).graph.initializer}
 

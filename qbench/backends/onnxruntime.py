@@ -108,18 +108,42 @@ class OrtSession(Session):
         return OrtCausalLM(self.session)
 
     def inspect(self) -> dict[str, Any]:
-        """Count what runs quantized in the graph ORT really executes (after its fusions)."""
-        import onnx
+        """Count what runs quantized in the graph ORT really executes (after its fusions).
 
-        with tempfile.TemporaryDirectory() as tmp:
-            optimized = str(Path(tmp) / "optimized.onnx")
-            self._create(optimized)
-            graph = onnx.load(optimized, load_external_data=False).graph
-        quantized, compute, hist = count_compute_nodes([n.op_type for n in graph.node])
-        ops = ", ".join(f"{k}×{v}" for k, v in sorted(hist.items()))
+        Reading that graph means a second session that writes it out, and the onnx package
+        (half a second to import; seconds of session for an LLM), after every measured cell.
+        The count is the same for the same file, ORT version, optimisation level and CPU (its
+        fusions follow the CPU's instruction sets), so it is cached under those."""
+        import json
+
+        import onnxruntime as ort
+
+        from qbench.cache import cached_file
+        from qbench.probe import parse_cpuinfo
+
+        def count(tmp: Path) -> None:
+            import onnx
+
+            with tempfile.TemporaryDirectory() as folder:
+                optimized = str(Path(folder) / "optimized.onnx")
+                self._create(optimized)
+                graph = onnx.load(optimized, load_external_data=False).graph
+            quantized, compute, hist = count_compute_nodes([n.op_type for n in graph.node])
+            tmp.write_text(json.dumps({"quantized": quantized, "compute": compute, "hist": hist}))
+
+        try:
+            cpu = parse_cpuinfo(Path("/proc/cpuinfo").read_text())
+        except OSError:
+            cpu = {"model": None, "flags": []}
+        stat = self.path.stat()
+        key = {"artifact": [str(self.path.resolve()), stat.st_size, stat.st_mtime_ns],
+               "ort": ort.__version__, "level": self.params.graph_optimization,
+               "cpu": [cpu["model"], sorted(cpu["flags"])], "v": 1}  # fmt: skip
+        counted = json.loads(cached_file("ort_graph_counts", key, ".json", count).path.read_text())
+        ops = ", ".join(f"{k}×{v}" for k, v in sorted(counted["hist"].items()))
         return {
-            "quantized_nodes": quantized,
-            "compute_nodes": compute,
+            "quantized_nodes": counted["quantized"],
+            "compute_nodes": counted["compute"],
             "notes": [f"optimised graph compute ops: {ops}"],
         }
 
