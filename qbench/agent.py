@@ -41,6 +41,7 @@ from qbench.inputs import (
 from qbench.params import file_sha256, stable_hash
 from qbench.plan import Cell
 from qbench.plugins import load_all, load_members
+from qbench.transports.base import traceback_tail
 from qbench.transports.subprocess import PARENT_PID_VAR
 
 ARTIFACT_VERSION = 2  # bump when any artifact or its metadata changes for the same inputs
@@ -602,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
         result = {
             "status": "failed",
             "error": f"{type(exc).__name__}: {exc}".strip(),
-            "traceback": traceback.format_exc(),
+            "traceback": traceback_tail(traceback.format_exc()),
         }
         code = 1
     tmp = out_path.with_suffix(".tmp")

@@ -13,6 +13,9 @@ from qbench.cli import output_file, store_folder
 from qbench.plan import Cell, Plan
 from qbench.report.summary_view import summaries_json
 
+# A failed cell's traceback lines printed under its error (the store keeps more of them).
+TRACEBACK_CONSOLE = 4
+
 SUMMARY_FIELDS = (
     "cell_id",
     "status",
@@ -97,6 +100,9 @@ def _print_summary(summary: Any, report: Path | None, picks: list[Any]) -> None:
             )
     for row in summary.problems:
         print(f"  {row['status'].upper()} {row['cell_id']}: {row.get('error')}")
+        # where it failed: the traceback's last frames (the whole tail is in the store/report)
+        for line in str(row.get("error_traceback") or "").splitlines()[-TRACEBACK_CONSOLE:]:
+            print(f"      {line}")
     for row in summary.rows:
         if row["status"] == "skipped":
             print(f"  skipped {row['cell_id']}: {row.get('error')}")

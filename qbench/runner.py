@@ -79,6 +79,8 @@ def assemble_row(
         row["duration_s"] = (datetime.fromisoformat(ran_to) - row["started_at"]).total_seconds()
     if row.get("status") != "ok":
         row.setdefault("status", "failed")
+        if result.get("traceback"):  # where the stage failed, for the report's details
+            row["error_traceback"] = str(result["traceback"])
     return row
 
 

@@ -395,3 +395,34 @@ def test_exit_codes_are_described_whatever_the_signal() -> None:
     assert describe_remote_exit("measure", 137, "", "pi@board") == (
         "measure crashed on pi@board: exit code 137 (a shell's code for SIGKILL)"
     )
+
+
+def test_a_failed_cell_keeps_its_traceback_in_the_store_console_and_report(
+    tmp_path: Path, tiny_onnx: Path
+) -> None:
+    """Issue 28: a failed cell's traceback reached neither the console nor the store. A stage
+    that raises keeps its traceback's last lines; a stage that crashes keeps its stderr's."""
+    suite = _suite(tmp_path, tiny_onnx, "[{name: faulty, params: {mode: [raise, crash]}}]",
+                   name="tracebacks")  # fmt: skip
+    store, report = tmp_path / "store", tmp_path / "report.html"
+    proc = run_qbench("run", str(suite), "--store", str(store), "--report", str(report),
+                      plugins=PLUGINS)  # fmt: skip
+    by_id = pd.read_parquet(store / "results").set_index("cell_id")
+    raised = by_id.loc["tiny/fp32/faulty[mode=raise]/local/b1/t1"]
+    assert raised.status == "failed"
+    trace = raised.error_traceback
+    assert 3 <= len(trace.splitlines()) <= 20
+    assert not any(set(line.strip()) <= set("^~") for line in trace.splitlines())
+    assert "faulty.py" in trace and trace.splitlines()[-1] == (
+        "RuntimeError: faulty backend raised on purpose"
+    )
+    crashed = by_id.loc["tiny/fp32/faulty[mode=crash]/local/b1/t1"]
+    assert crashed.status == "failed" and "SIGABRT" in crashed.error
+    # no Python traceback: the row keeps what the crashed stage wrote to stderr
+    assert "faulty: native code gave up" in crashed.error_traceback
+    assert "native code gave up" in crashed.error  # its last stderr line, as before
+    # the console shows the last frames under the error line
+    assert "RuntimeError: faulty backend raised on purpose" in proc.stdout
+    assert "faulty.py" in proc.stdout
+    html = report.read_text()
+    assert '<pre class="traceback">' in html and "faulty backend raised on purpose" in html

@@ -61,6 +61,8 @@ td.err summary { cursor: pointer; }
 td.err dl { display: grid; grid-template-columns: auto auto; gap: 0 10px; margin: 4px 0; }
 td.err dt { color: var(--muted); } td.err dd { margin: 0; font-variant-numeric: tabular-nums; }
 td.err .notes { color: var(--muted); margin-top: 4px; }
+td.err pre.traceback { font-size: 11px; max-height: 16em; overflow: auto; white-space: pre;
+                       background: #f7f7f7; padding: 4px; margin: 4px 0; }
 td.lbl { max-width: 220px; overflow-wrap: anywhere; }
 td.id { font-family: ui-monospace, monospace; font-size: 12px; white-space: nowrap; }
 .simnote { display: block; color: var(--sim); font-size: 11px; }

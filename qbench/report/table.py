@@ -175,8 +175,10 @@ def _details(r: Any) -> str:
     notes = "<br>".join(esc(n) for n in fmt.text_list(r.notes))
     error = _error_line(r)
     label = error or '<span class="muted">details</span>'
+    trace = getattr(r, "error_traceback", None)
+    trace_html = "" if fmt.is_missing(trace) else f'<pre class="traceback">{esc(str(trace))}</pre>'
     return (
-        f"<details><summary>{label}</summary><dl>{items}</dl>"
+        f"<details><summary>{label}</summary>{trace_html}<dl>{items}</dl>"
         + (f'<div class="notes">{notes}</div>' if notes else "")
         + "</details>"
     )

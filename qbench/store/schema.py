@@ -116,6 +116,12 @@ RESULT_COLUMNS: tuple[Column, ...] = (
     Column("threads", "int64", "intra-op threads given to the runtime"),
     Column("status", "string", "ok|failed|timeout|skipped"),
     Column("error", "string", "why a cell failed, timed out or was skipped"),
+    Column(
+        "error_traceback",
+        "string",
+        "a failed cell's last lines of the failing stage's Python traceback (or of its stderr "
+        "where the stage crashed without one)",
+    ),
     Column("execution", "string", "native: integer/fp16 kernels ran; simulated: float kernels"),
     Column("artifact_format", "string", "format the backend loaded (onnx, torch, tflite, edgetpu)"),
     Column("artifact_bytes", "int64", "artifact size on disk"),

@@ -48,7 +48,7 @@ from qbench.plan import Cell
 from qbench.plugins import transports
 from qbench.transports import _remote
 from qbench.transports._remote import failed as _failed
-from qbench.transports.base import Transport
+from qbench.transports.base import Transport, traceback_tail
 from qbench.transports.subprocess import THREAD_VARS, run_stage, wait_or_kill
 
 GUARD_S = 15
@@ -502,9 +502,8 @@ class AdbTransport(Transport):
         if result is not None:
             return result
         tail = adb.shell(f"tail -n 20 {shlex.quote(remote_dir + '/measure.stderr')}")
-        return _failed(
-            _remote.describe_remote_exit("measure", code, _remote.last_line(tail.stdout), where)
-        )
+        why = _remote.describe_remote_exit("measure", code, _remote.last_line(tail.stdout), where)
+        return _failed(why, traceback=traceback_tail(tail.stdout))
 
     @staticmethod
     def _benchmark_model(

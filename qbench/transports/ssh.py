@@ -57,7 +57,7 @@ from qbench.plan import Cell
 from qbench.plugins import transports
 from qbench.transports import _remote
 from qbench.transports._remote import failed as _failed
-from qbench.transports.base import Transport
+from qbench.transports.base import Transport, traceback_tail
 from qbench.transports.subprocess import THREAD_VARS, run_stage, wait_or_kill
 
 HOST_KEY_OPTION = {"strict": "yes", "accept-new": "accept-new", "off": "no"}
@@ -435,7 +435,6 @@ class SshTransport(Transport):
             f"tail -n 20 {shlex.quote(posixpath.join(remote_dir, 'measure.stderr'))}",
             timeout=HOUSEKEEPING_S,
         )
-        stderr_tail = _remote.last_line(tail.stdout.decode(errors="replace"))
-        return _failed(
-            _remote.describe_remote_exit("measure", code, stderr_tail, conn.where)
-        ), fetch_s
+        stderr = tail.stdout.decode(errors="replace")
+        why = _remote.describe_remote_exit("measure", code, _remote.last_line(stderr), conn.where)
+        return _failed(why, traceback=traceback_tail(stderr)), fetch_s

@@ -24,7 +24,7 @@ from pydantic import Field
 from qbench.params import CheckError, Params
 from qbench.plan import Cell
 from qbench.plugins import transports
-from qbench.transports.base import Transport
+from qbench.transports.base import Transport, traceback_tail
 
 # The agent's parent (this process): the agent ends its process group when that parent is gone.
 PARENT_PID_VAR = "QBENCH_PARENT_PID"
@@ -115,7 +115,10 @@ def run_stage(
             }
     if out.exists():
         return json.loads(out.read_text())
-    return {"status": "failed", "error": f"{stage} {_describe_exit(proc.returncode, stderr_path)}"}
+    # no result file: the stage crashed (a signal, a native abort); its stderr is the trace
+    stderr = stderr_path.read_text(errors="replace") if stderr_path.exists() else ""
+    return {"status": "failed", "error": f"{stage} {_describe_exit(proc.returncode, stderr_path)}",
+            "traceback": traceback_tail(stderr)}  # fmt: skip
 
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:

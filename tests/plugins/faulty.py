@@ -45,6 +45,8 @@ class FaultyBackend(Backend):
     def open(self, artifact: Path, fmt: str, threads: int, params: Params) -> Session:
         assert isinstance(params, FaultyParams)
         if params.mode == "crash":
+            # what a native crash leaves: a line on stderr, no Python traceback
+            os.write(2, b"faulty: native code gave up\n")
             os.abort()
         if params.mode == "hang":
             time.sleep(3600)
