@@ -385,6 +385,7 @@ def measure(cell: Cell, prepared: dict[str, Any]) -> dict[str, Any]:
     from qbench.measure.energy import EnergyRecorder
     from qbench.measure.fidelity import accuracy, fidelity
     from qbench.measure.latency import time_rounds
+    from qbench.measure.load import LoadWindow
     from qbench.measure.memory import peak_rss_mb
     from qbench.measure.stats import summarize
 
@@ -417,7 +418,7 @@ def measure(cell: Cell, prepared: dict[str, Any]) -> dict[str, Any]:
         energy.idle()
         for _ in range(m["warmup"]):
             run()
-        with energy.window():
+        with energy.window(), LoadWindow() as load:
             rounds = time_rounds(
                 run, 0, m["min_iters"], m["min_seconds"], m["repeats"], m["max_iters"]
             )
@@ -448,6 +449,7 @@ def measure(cell: Cell, prepared: dict[str, Any]) -> dict[str, Any]:
         "throughput_ips": cell.batch * 1000.0 / stats["latency_mean_ms"],
         "peak_rss_mb": peak_rss_mb(),  # read before inspect(), which opens a second session
         **power,
+        **load.columns(),  # what else ran meanwhile: ratios across unequal loads get flagged
     }
     notes: list[str] = energy.row_notes(power)
     if outputs is None:
@@ -588,13 +590,17 @@ def main(argv: list[str] | None = None) -> int:
     die_with_parent()
     stage, cell_path, out_path = args[0], Path(args[1]), Path(args[2])
     warnings.simplefilter("ignore")  # torch.ao deprecation notes on every call, exporter chatter
-    cell = Cell.from_json(json.loads(cell_path.read_text()))
+    spec = json.loads(cell_path.read_text())
     try:
         if stage == "prepare":
-            result = prepare(cell)
+            result = prepare(Cell.from_json(spec))
         elif stage == "measure":
             prepared = json.loads((cell_path.parent / "prepared.json").read_text())
-            result = measure(cell, prepared)
+            result = measure(Cell.from_json(spec), prepared)
+        elif stage == "confirm":  # the file holds two cells and their prepare results
+            from qbench.confirm.stage import confirm
+
+            result = confirm(spec)
         else:
             raise SystemExit(f"unknown stage {stage!r}")
         result["status"] = "ok"

@@ -130,6 +130,12 @@ def _parser() -> argparse.ArgumentParser:
         "default RAY_ADDRESS or a local cluster; see `qbench list executors`)",
     )
     run.add_argument("--budget", **BUDGET_ARGUMENT)
+    run.add_argument(
+        "--no-confirm",
+        action="store_true",
+        help="do not time the summary's picks against their fp32 reference in interleaved "
+        "rounds after the run (their speed-ups are then from cells timed apart, and say so)",
+    )
     out = run.add_mutually_exclusive_group()
     out.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     out.add_argument(

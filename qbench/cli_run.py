@@ -62,6 +62,11 @@ class _Progress:
         if self.bar is not None and event == "total" and row is not None:
             self.bar.reset(total=row["total"])  # a resumed run measures only what is missing
             return
+        if self.bar is not None and event == "confirm" and row is not None:
+            self.bar.set_description_str(
+                f"confirming {row['pairs']} pick(s) against fp32 in interleaved rounds"
+            )
+            return
         if self.bar is None or cell is None:
             return
         if event == "start":
@@ -175,8 +180,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     executor = _executor(args.executor, plan.runnable)
     progress = _Progress(len(plan.runnable), not (args.quiet or args.json))
     try:
+        from qbench.confirm.picks import ConfirmSettings
+
+        confirm = ConfirmSettings(enabled=not args.no_confirm)
         summary = run_plan(plan, suite.name, suite_path, text, store, progress, executor=executor,
-                           resume=resume)  # fmt: skip
+                           resume=resume, confirm=confirm, budget=args.budget)  # fmt: skip
     finally:
         progress.close()
     picks: list[Any] = []
@@ -188,7 +196,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         runs, results = load(store)
         ids = set(runs.run_id[runs.suite == suite.name]) | {summary.run_id}
         runs, results = runs[runs.run_id.isin(ids)], results[results.run_id.isin(ids)]
-        picks = _at_a_glance(results, args.budget)
+        picks = _at_a_glance(runs, results, args.budget)
         if report_path is not None:
             from qbench.report import build_report_html
 
@@ -212,9 +220,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _at_a_glance(results: Any, budget: float) -> list[Any]:
-    """The summary (qbench.report.summary) of the latest row of each of the suite's cells."""
+def _at_a_glance(runs: Any, results: Any, budget: float) -> list[Any]:
+    """The summary (qbench.report.summary) of the latest row of each of the suite's cells,
+    with the runs' interleaved confirmations of its picks."""
+    from qbench.confirm.picks import from_runs
     from qbench.report.data import latest_per_cell, prepare
     from qbench.report.summary import summarize
 
-    return summarize(latest_per_cell(prepare(results)), budget) if len(results) else []
+    if not len(results):
+        return []
+    return summarize(latest_per_cell(prepare(results)), budget, confirmations=from_runs(runs))

@@ -205,13 +205,17 @@ def run_plan(
     executor: str = "local",
     resume: str | None = None,
     deadline: tuple[float, str] | None = None,
+    confirm: Any = None,
+    budget: float | None = None,
 ) -> RunSummary:
     """Run the plan's cells into the store. With `resume` (a run id, see resume_target), the
     cells that run already measured or skipped are kept and only its missing, failed or
     timed-out cells run, into that same run. With `deadline` (a time.monotonic() value and a
     reason), no cell starts after that time: the cells left are recorded as skipped with the
     reason (`qbench tune --time-budget`; an executor that starts cells ahead, such as Ray,
-    finishes those it started)."""
+    finishes those it started). With `confirm` (confirm.picks.ConfirmSettings, enabled), the
+    run's summary picks are timed against their fp32 reference in interleaved rounds before the
+    run is finished, and the run's row keeps what that showed (`budget`: the summary's)."""
     from qbench.store.parquet import RowError, RunWriter, recover_journals
 
     fam = load_all()
@@ -258,6 +262,8 @@ def run_plan(
     if progress and resume:
         progress("total", None, {"total": len(to_run)})
     workroot = Path(tempfile.mkdtemp(prefix=f"{WORKROOT_PREFIX}{os.getpid()}-{run_id}-"))
+    prepared: dict[str, dict[str, Any]] = {}  # what the confirm stage needs of each ok cell
+    run_updates: dict[str, Any] = {}
     try:
         with _sigterm_raises():
             ex = fam.executors.get(executor)()
@@ -272,6 +278,8 @@ def run_plan(
                     why = f"its result could not be read: {type(exc).__name__}: {exc}"
                     row = _failed_row(cell, why, cell_started, duration)
                 row = record(row, cell)
+                if row.get("status") == "ok":
+                    prepared[cell.cell_id] = _for_confirm(result)
                 if progress:
                     progress("done", cell, row)
                 cell_started = now()
@@ -283,10 +291,44 @@ def run_plan(
                     if cell.cell_id not in done:
                         record({**base_row(cell), "status": "skipped", "error": deadline[1],
                                 "started_at": now(), "duration_s": 0.0}, cell)  # fmt: skip
+            if confirm is not None and confirm.enabled and prepared:
+                run_updates["confirmations_json"] = _confirm(
+                    plan, summary.rows, prepared, executor, workroot, confirm, budget, progress
+                )
     finally:
-        writer.finish(finished_at=now(), cells_total=len(plan.cells), cells_excluded=plan.excluded)
+        writer.finish(finished_at=now(), cells_total=len(plan.cells), cells_excluded=plan.excluded,
+                      **run_updates)  # fmt: skip
         shutil.rmtree(workroot, ignore_errors=True)
     return summary
+
+
+# What the confirm stage reads of a cell's prepare result (qbench.confirm.stage.open_runner).
+_CONFIRM_KEYS = ("artifact_path", "eval_path", "model_inputs")
+
+
+def _for_confirm(result: dict[str, Any]) -> dict[str, Any]:
+    kept = {k: result.get(k) for k in _CONFIRM_KEYS}
+    hashes = result.get("file_sha256") or {}
+    kept["file_sha256"] = {k: v for k, v in hashes.items() if k in _CONFIRM_KEYS}
+    return kept
+
+
+def _confirm(plan: Plan, rows: list[dict[str, Any]], prepared: dict[str, dict[str, Any]],
+             executor: str, workroot: Path, settings: Any, budget: float | None,
+             progress: ProgressHook | None) -> str:  # fmt: skip
+    """The run's summary picks timed against their references (qbench.confirm.picks), as the
+    run row's confirmations_json."""
+    from qbench.confirm.picks import confirm_picks, pairs, to_json
+    from qbench.report.data import latest_per_cell, prepare
+    from qbench.report.summary import DEFAULT_BUDGET, summarize
+    from qbench.store.parquet import rows_frame
+
+    picks = summarize(latest_per_cell(prepare(rows_frame(rows))),
+                      DEFAULT_BUDGET if budget is None else budget)  # fmt: skip
+    if progress and pairs(picks):
+        progress("confirm", None, {"pairs": len(pairs(picks))})
+    cells = {c.cell_id: c for c in plan.cells}
+    return to_json(confirm_picks(picks, cells, prepared, executor, workroot, settings))
 
 
 def _with_progress(results: Any, cells: list[Cell], progress: ProgressHook | None) -> Any:

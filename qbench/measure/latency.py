@@ -37,3 +37,29 @@ def time_rounds(
                 break
         rounds.append([s / 1e6 for s in samples])
     return rounds
+
+
+def interleaved_rounds(
+    runners: dict[str, Callable[[], Any]],
+    rounds: int,
+    min_iters: int,
+    min_seconds: float,
+    warmup: int = 5,
+) -> dict[str, list[float]]:
+    """Each runner's median latency (ms) per round, the runners timed in interleaved rounds:
+    every round times each once with time_rounds, in an order that rotates from round to
+    round, so drift and a noisy neighbour hit all of them alike. Two cells timed minutes apart
+    can see different loads; per-round ratios of interleaved rounds cannot."""
+    import statistics
+
+    names = list(runners)
+    for run in runners.values():  # first-call allocations and caches, outside every round
+        for _ in range(warmup):
+            run()
+    p50s: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(rounds):
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
+            (samples,) = time_rounds(runners[name], 0, min_iters, min_seconds, 1)
+            p50s[name].append(statistics.median(samples))
+    return p50s

@@ -67,6 +67,7 @@ td.lbl { max-width: 220px; overflow-wrap: anywhere; }
 td.id { font-family: ui-monospace, monospace; font-size: 12px; white-space: nowrap; }
 .simnote { display: block; color: var(--sim); font-size: 11px; }
 .ci { color: #777; font-size: 11px; }
+.ci.confirmation { display: block; max-width: 260px; white-space: normal; }
 .hwnote { display: block; color: var(--timeout); font-size: 11px; white-space: normal; }
 .hwwarn { border: 1px solid var(--timeout); background: #fff8f0; border-radius: 6px;
           padding: 8px 12px; margin: 12px 0; max-width: 1100px; }

@@ -35,7 +35,9 @@ def build_report_html(
     latest = latest_per_cell(df)
     df["speedup_best"] = best_fp32_speedups(df, among=latest)
     budget = DEFAULT_BUDGET if budget is None else budget
-    summary = summary_section(summarize(latest, budget, metric))
+    from qbench.confirm.picks import from_runs
+
+    summary = summary_section(summarize(latest, budget, metric, from_runs(runs)))
     charts = build_charts(latest)
     devices = devices_section(latest)
     several = df["run_id"].nunique() > 1

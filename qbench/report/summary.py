@@ -12,7 +12,10 @@ From the latest ok row of each cell (data.prepare + latest_per_cell):
   value, with the cell's 95% interval shifted the same way;
 - "within budget" holds when the interval's lower bound is at most `budget` below the
   reference's accuracy (default 0.01: one point): an estimate whose interval is too wide to
-  show that is not taken, whatever its point value. fp32 cells meet any budget.
+  show that is not taken, whatever its point value. fp32 cells meet any budget;
+- a pick's speed-up is checked where the run timed it against its reference in interleaved
+  rounds (report.confirmed): the confirmed median and interval are shown beside the cells'
+  ratio, and a ratio of two cells timed under different machine loads is flagged.
 """
 
 from __future__ import annotations
@@ -41,6 +44,13 @@ class Pick:
     accuracy_change: float | None  # accuracy - reference accuracy
     artifact_bytes: int | None
     execution: str
+    run_id: str | None = None  # the run that measured the row
+    load_other_cores: float | None = None  # other processes' load while it was timed
+    # the pick timed against the reference in interleaved rounds (report.confirmed)
+    confirmed_speedup: float | None = None
+    confirmed_ci_low: float | None = None
+    confirmed_ci_high: float | None = None
+    confirmation: str | None = None  # how it was confirmed, or why it was not
 
     def configuration(self) -> str:
         return (f"{self.method} on {self.backend}, {self.threads} thread"
@@ -70,7 +80,10 @@ class ModelSummary:
 
 
 def summarize(
-    latest: Any, budget: float = DEFAULT_BUDGET, metric: str | None = None
+    latest: Any,
+    budget: float = DEFAULT_BUDGET,
+    metric: str | None = None,
+    confirmations: dict[tuple[str, str], Any] | None = None,
 ) -> list[ModelSummary]:
     """One ModelSummary per (model, device) with an ok cell; `latest` is the prepared frame of
     the latest row per cell. `metric` (top1 or fp32_agreement) judges the budget on that
@@ -87,6 +100,10 @@ def summarize(
     out = []
     for (model, device), group in ok.groupby(["model", "device"], sort=True):
         out.append(_one(str(model), str(device), group, budget, metric))
+    if confirmations is not None:  # speed-ups checked in interleaved rounds, and loads compared
+        from qbench.report.confirmed import attach
+
+        attach(out, confirmations)
     return out
 
 
@@ -133,6 +150,8 @@ def _one(model: str, device: str, group: Any, budget: float, asked: str | None) 
             artifact_bytes=None if number(row.get("artifact_bytes")) is None
             else int(row["artifact_bytes"]),
             execution=str(row.get("execution") or ""),
+            run_id=None if row.get("run_id") is None else str(row.get("run_id")),
+            load_other_cores=number(row.get("load_other_cores")),
         )  # fmt: skip
 
     fastest = pick(native.loc[native["_ms"].idxmin()]) if len(native) else None

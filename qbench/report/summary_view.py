@@ -27,7 +27,22 @@ def _change(pick: Pick, reference: float | None) -> str:
 
 
 def _speedup(pick: Pick) -> str:
-    return DASH if pick.speedup is None else f"{pick.speedup:.2f}×"
+    """The cells' ratio, and what timing the pair in interleaved rounds showed of it."""
+    if pick.speedup is None:
+        return DASH
+    text = f"{pick.speedup:.2f}×"
+    if pick.confirmed_speedup is not None:
+        text += (f" (interleaved {pick.confirmed_speedup:.2f}× [{pick.confirmed_ci_low:.2f}, "
+                 f"{pick.confirmed_ci_high:.2f}])")  # fmt: skip
+    elif pick.confirmation:
+        text += " (not confirmed)"
+    return text
+
+
+def _confirmation(pick: Pick) -> str:
+    if not pick.confirmation:
+        return ""
+    return f'<span class="ci confirmation">{esc(pick.confirmation)}</span>'
 
 
 def _mb(pick: Pick) -> str:
@@ -61,6 +76,9 @@ def text_lines(summaries: list[ModelSummary]) -> list[str]:
                 f"{_speedup(s.within_budget)}, {metric} {_change(s.within_budget, ref)} pt, "
                 f"{_mb(s.within_budget)}"
             )
+        for role, pick in (("fastest", s.fastest), ("within budget", s.within_budget)):
+            if pick is not None and pick.confirmation:
+                lines.append(f"    {role}: {pick.confirmation}")
         for note in s.notes:
             lines.append(f"    ({note})")
     return lines
@@ -94,7 +112,8 @@ def summary_section(summaries: list[ModelSummary]) -> str:
                 f'data-device="{esc(s.device)}">{lead}<td>{esc(role)}</td>'
                 f"<td><code>{esc(pick.method)}</code> on <code>{esc(pick.backend)}</code>, "
                 f"{pick.threads} thr, batch {pick.batch}</td>"
-                f"<td>{esc(_speedup(pick))}</td><td>{pick.ms_per_input:.3f}</td>"
+                f"<td>{esc(_speedup(pick))}{_confirmation(pick)}</td>"
+                f"<td>{pick.ms_per_input:.3f}</td>"
                 f"<td>{esc(acc)}</td><td>{esc(_change(pick, ref))}</td>"
                 f"<td>{esc(_mb(pick))}</td></tr>"
             )

@@ -697,6 +697,12 @@ def _frame(tables: list[Any], columns: tuple[Column, ...]) -> Any:
     return table.to_pandas()
 
 
+def rows_frame(rows: list[dict[str, Any]]) -> Any:
+    """Result rows (as a run appends them) as a DataFrame typed as the store reads them."""
+    return _frame([_table([_known(r, RESULT_COLUMNS) for r in rows], RESULT_COLUMNS)],
+                  RESULT_COLUMNS)  # fmt: skip
+
+
 def load(root: str | Path, warn: Warn | None = warn_stderr) -> tuple[Any, Any]:
     """Both tables of a store as pandas DataFrames: (runs, results). Read only: it creates,
     changes and deletes nothing. Runs with a journal are read from it (its rows supersede

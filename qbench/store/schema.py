@@ -47,6 +47,13 @@ RUN_COLUMNS: tuple[Column, ...] = (
     Column("packages_json", "string", "JSON object: package -> version"),
     Column("cells_total", "int64", "cells in the plan (skipped included)"),
     Column("cells_excluded", "int64", "cells removed by the suite's include/exclude rules"),
+    Column(
+        "confirmations_json",
+        "string",
+        "JSON list: each summary pick of the run timed against its fp32 reference in "
+        "interleaved rounds (median speed-up, its 95% interval, rounds, p-value, other load), "
+        "or why it could not be",
+    ),
 )
 
 RESULT_COLUMNS: tuple[Column, ...] = (
@@ -163,6 +170,13 @@ RESULT_COLUMNS: tuple[Column, ...] = (
     Column("latency_samples_ms", "list<float64>", "raw latency samples, ms"),
     Column("throughput_ips", "float64", "inputs per second: batch / mean latency"),
     Column("peak_rss_mb", "float64", "peak resident memory of the cell's process (VmHWM), MiB"),
+    Column(
+        "load_other_cores",
+        "float64",
+        "CPUs' worth of time other processes and the hypervisor (steal) took while the cell was "
+        "timed: (the machine's busy CPU time - the cell's own) / wall time, from /proc/stat",
+    ),
+    Column("load_steal_cores", "float64", "the hypervisor's share of load_other_cores (steal)"),
     Column("accuracy_dataset", "string", "dataset of the accuracy and fidelity inputs"),
     Column("accuracy_samples", "int64", "inputs evaluated"),
     Column("top1", "float64", "top-1 accuracy on labelled data, 0..1"),
