@@ -1,6 +1,6 @@
 """Run the broken-input corpus of tests/test_bad_inputs.py and count how qbench answered.
 
-    python benchmarks/fault_corpus.py [--verbose] [--src CHECKOUT]
+    python benchmarks/fault_corpus.py [--verbose] [--src CHECKOUT] [--cases 'run-*,report-*']
 
 Prints, over every case: how many were tried, how many printed a traceback, how many exited
 with a code other than 2, how many printed more than one line, and how many lines missed what
@@ -11,6 +11,7 @@ gives the counts (for before/after comparisons of a change).
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,14 @@ def main() -> int:
     parser.add_argument(
         "--src", help="qbench checkout to run the corpus against (default: this one)"
     )
+    parser.add_argument("--cases", default="*", help="comma-separated fnmatch patterns on the "
+                        "case names (default: every case)")  # fmt: skip
     args = parser.parse_args()
+    patterns = args.cases.split(",")
+    cases = [c for c in CASES if any(fnmatch.fnmatch(c[0], p) for p in patterns)]
+    if not cases:
+        print(f"--cases {args.cases}: no case matches", file=sys.stderr)
+        return 2
     if args.src:  # e.g. a worktree of an older commit, for before/after counts
         corpus.REPO = Path(args.src).resolve()
     with tempfile.TemporaryDirectory() as tmp:
@@ -57,7 +65,7 @@ def main() -> int:
             return name, proc, lines, words
 
         with ThreadPoolExecutor(2) as pool:
-            answers = list(pool.map(one, CASES))
+            answers = list(pool.map(one, cases))
     counts = {"tried": 0, "traceback": 0, "exit not 2": 0, "not one line": 0, "unnamed": 0}
     for name, proc, lines, words in answers:
         counts["tried"] += 1

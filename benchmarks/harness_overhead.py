@@ -8,6 +8,7 @@ in alternating rounds so that drift and noise hit both alike:
 It prints the p50 of each and their ratio (goal: within 2%).
 
     python benchmarks/harness_overhead.py [--models digits_cnn mobilenet_v2] [--rounds 10]
+        [--iters N]
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 
 
-def prepare_artifact(model: str) -> tuple[Path, np.ndarray]:
-    """The fp32 ONNX artifact and evaluation inputs, through qbench's own prepare stage."""
+def prepare_artifact(model: str) -> tuple[Path, dict[str, np.ndarray]]:
+    """The fp32 ONNX artifact and one input (named, in the model's order and dtypes), through
+    qbench's own prepare stage."""
     from qbench.agent import prepare
+    from qbench.inputs import InputSpec, batch_of, bind, load_npz
     from qbench.plan import build_plan
     from qbench.suite.loader import load_suite
 
@@ -45,8 +48,10 @@ def prepare_artifact(model: str) -> tuple[Path, np.ndarray]:
         )
         plan = build_plan(*load_suite(suite))
     prepared = prepare(plan.runnable[0])
-    x = np.load(prepared["eval_path"])["x"][:1]
-    return Path(prepared["artifact_path"]), np.ascontiguousarray(x)
+    # inputs are named: the .npz holds x0, x1, ... and their names (qbench.inputs.save_npz)
+    spec = [InputSpec.from_json(s) for s in prepared["model_inputs"]]
+    x, _ = load_npz(prepared["eval_path"])
+    return Path(prepared["artifact_path"]), batch_of(bind(spec, x), 1)
 
 
 def bare_round(session: Any, feed: dict, iters: int) -> list[float]:
@@ -59,6 +64,7 @@ def bare_round(session: Any, feed: dict, iters: int) -> list[float]:
 
 
 def measure(model: str, rounds: int, iters: int) -> dict[str, float]:
+    from qbench.backends.base import feed_by_name
     from qbench.backends.onnxruntime import OnnxRuntimeBackend, OrtParams
     from qbench.measure.latency import time_rounds
     from qbench.measure.stats import summarize
@@ -66,7 +72,7 @@ def measure(model: str, rounds: int, iters: int) -> dict[str, float]:
     artifact, x = prepare_artifact(model)
     session = OnnxRuntimeBackend().open(artifact, "onnx", 1, OrtParams())
     runner = session.runner(x)
-    feed = {session.input_name: x}
+    feed = feed_by_name(session.input_names, x)  # what the runner feeds, by name
     for _ in range(20):  # warm both paths
         runner()
     qbench_p50s, bare_p50s = [], []

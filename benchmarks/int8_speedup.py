@@ -24,7 +24,6 @@ from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np
 
 DEFAULT_VARIANTS = [
     "litert:fp32",
@@ -39,6 +38,7 @@ DEFAULT_VARIANTS = [
 def prepare_variant(model: str, backend: str, method: str) -> tuple[Any, dict[str, Any]]:
     """(open session, row facts) for one variant, built by qbench's prepare stage."""
     from qbench.agent import prepare
+    from qbench.inputs import InputSpec, batch_of, bind, load_npz
     from qbench.plan import build_plan
     from qbench.plugins import load_all
     from qbench.suite.loader import load_suite
@@ -69,7 +69,10 @@ def prepare_variant(model: str, backend: str, method: str) -> tuple[Any, dict[st
         1,
         backend_obj.Params(**cell.backend_params),
     )
-    x = np.ascontiguousarray(np.load(prepared["eval_path"])["x"][:1])
+    # inputs are named: the .npz holds x0, x1, ... and their names (qbench.inputs.save_npz)
+    spec = [InputSpec.from_json(s) for s in prepared["model_inputs"]]
+    loaded, _ = load_npz(prepared["eval_path"])
+    x = batch_of(bind(spec, loaded), 1)
     facts = {
         "execution": method_obj.execution(
             cell.artifact_format, method_obj.Params(**cell.method_params)

@@ -71,8 +71,8 @@ def main() -> int:
             text=True,
             check=False,
         )
-        if run.returncode != 0:
-            print(run.stderr, file=sys.stderr)
+        if run.returncode != 0:  # 4: no cell ok; the JSON's rows say why
+            print(run.stderr, run.stdout[-3000:], file=sys.stderr)
             return 1
         rows = json.loads(run.stdout)["rows"]
         print(f"qbench source: {args.src}")

@@ -6,6 +6,7 @@ shaped [N, C, 1, 1], and every weight computed by ConstantOfShape (placeholder v
 and size mean something, accuracy does not, and the rows say so instead of claiming agreement).
 
     python benchmarks/model_zoo_light.py [--methods fp32,dynamic_int8,static_int8] [--keep DIR]
+        [--graphs 'squeezenet*,resnet50'] [--samples 20] [--min-seconds 1.0]
 
 Writes a suite for the graphs found, runs it (one process per cell, as always) and prints one
 line per cell: status, p50 latency and its ratio to the model's fp32 cell, packed size, how
@@ -15,6 +16,7 @@ many compute nodes run quantized, and what the row says about agreement.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import subprocess
 import sys
 import tempfile
@@ -30,10 +32,15 @@ def main() -> int:
     parser.add_argument("--methods", default="fp32,dynamic_int8,static_int8")
     parser.add_argument("--keep", help="folder for the suite, store and report (default: temp)")
     parser.add_argument("--samples", type=int, default=20, help="evaluation inputs per cell")
+    parser.add_argument("--graphs", default="*", help="comma-separated fnmatch patterns on the "
+                        "graphs' file names without .onnx (default: all)")  # fmt: skip
+    parser.add_argument("--min-seconds", type=float, default=1.0, help="timing per cell (1.0)")
     args = parser.parse_args()
-    graphs = sorted(LIGHT.glob("*.onnx"))
+    patterns = args.graphs.split(",")
+    graphs = [g for g in sorted(LIGHT.glob("*.onnx"))
+              if any(fnmatch.fnmatch(g.stem, p) for p in patterns)]  # fmt: skip
     if not graphs:
-        print(f"no light graphs under {LIGHT}", file=sys.stderr)
+        print(f"no light graphs under {LIGHT} match {args.graphs}", file=sys.stderr)
         return 1
     folder = Path(args.keep or tempfile.mkdtemp(prefix="qbench-zoo-"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -43,7 +50,8 @@ def main() -> int:
     suite.write_text(
         f"name: model_zoo_light\nmodels:\n{models}\nmethods: [{methods}]\n"
         "backends: [onnxruntime]\n"
-        "measurement: {warmup: 2, min_iters: 10, min_seconds: 1.0, timeout_s: 1800}\n"
+        f"measurement: {{warmup: 2, min_iters: 10, min_seconds: {args.min_seconds}, "
+        "timeout_s: 1800}\n"
         f"accuracy: {{samples: {args.samples}}}\ncalibration: {{samples: 16}}\n"
         f"output: {folder / 'store'}\nreport: {folder / 'model_zoo_light.html'}\n"
     )

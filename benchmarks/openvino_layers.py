@@ -8,6 +8,7 @@ does not (MobileNetV2's depthwise convolutions have no VNNI/AMX dot product to u
 output channel reads one input channel).
 
     python benchmarks/openvino_layers.py [--model mobilenet_v2] [--calls 300]
+        [--variants 'openvino fp32,openvino int8 (NNCF)']
 
 The CPU plugin honours oneDNN's ISA cap (the backend's `isa` option): run under
 ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 it shows the same layers without AMX kernels.
@@ -77,9 +78,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="mobilenet_v2")
     parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--variants", default=",".join(LABELS),
+                        help=f"comma-separated, among: {', '.join(LABELS)}")  # fmt: skip
     args = parser.parse_args()
+    labels = [w.strip() for w in args.variants.split(",") if w.strip()]
+    unknown = [w for w in labels if w not in LABELS]
+    if unknown:
+        raise SystemExit(f"--variants: no such variant {', '.join(unknown)}; expected among: "
+                         f"{', '.join(LABELS)}")  # fmt: skip
     by_label = {v[0]: v for v in VARIANTS}
-    for label in LABELS:
+    for label in labels:
         built = prepare_variant(args.model, by_label[label])
         if isinstance(built, str):
             print(f"\n## {label}: {built}")

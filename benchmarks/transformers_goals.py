@@ -11,6 +11,7 @@ decode through a static KV cache with a compiled step, their prefill stays eager
 causal-LM cells run them); its ONNX Runtime variants run the graph exported with its KV cache.
 
     python benchmarks/transformers_goals.py [--rounds 5] [--seconds 1.0] [--skip-llm]
+        [--skip-encoder] [--variants 'ort fp32,ort int8'] [--encoder MODEL_ENTRY]
 
 Expected (issue 18, one hand measurement): torch bf16 ~3.3x torch fp32; torch int8 (compiled)
 and ONNX Runtime int8 2.2-2.5x their fp32; LiteRT dynamic int8 ~6x LiteRT fp32; int4 saves
@@ -97,9 +98,18 @@ def build(model: str, variants: list[tuple]) -> dict[str, Any]:
     return {v[0]: prepare_variant(model, v) for v in variants}
 
 
-def built_in_child(model: str, which: str) -> dict[str, Any]:
+def chosen(variants: list[tuple], given: str | None) -> list[tuple]:
+    """--variants: those of `variants` whose labels are listed (default: all)."""
+    if not given:
+        return variants
+    wanted = {w.strip() for w in given.split(",") if w.strip()}
+    return [v for v in variants if v[0] in wanted]
+
+
+def built_in_child(model: str, which: str, variants: str | None = None) -> dict[str, Any]:
     done = subprocess.run(
-        [sys.executable, __file__, "--build", which, "--model", model],
+        [sys.executable, __file__, "--build", which, "--model", model,
+         *(["--variants", variants] if variants else [])],
         capture_output=True, text=True, cwd=tempfile.gettempdir(),
     )  # fmt: skip
     if done.returncode != 0:
@@ -107,17 +117,24 @@ def built_in_child(model: str, which: str) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def encoder_section(rounds: int, seconds: float) -> None:
-    built = built_in_child("minilm", "encoder")
-    runners, facts = {}, {}
+def encoder_section(rounds: int, seconds: float, variants: str | None = None,
+                    model: str = "minilm") -> None:  # fmt: skip
+    from qbench.inputs import load_npz
+
+    built = built_in_child(model, "encoder", variants)
+    runners, facts, tokens = {}, {}, "?"
     for label, got in built.items():
         if isinstance(got, str):
             print(f"{label:<24} skipped: {got}")
             continue
         runners[label], facts[label] = open_variant(got, batch=8)
         facts[label]["bytes"] = got["prepared"]["artifact_bytes"]
+        x, _ = load_npz(got["prepared"]["eval_path"])
+        tokens = next(iter(x.values())).shape[-1]  # the data's sequence length
     p50s = interleave(runners, rounds, seconds)
-    print(f"\n## minilm: batch 8 x 128 tokens, 1 thread ({rounds} interleaved rounds)")
+    entry = json.loads(model) if model.lstrip().startswith("{") else {"label": model}
+    name = entry.get("label") or entry.get("name")
+    print(f"\n## {name}: batch 8 x {tokens} tokens, 1 thread ({rounds} interleaved rounds)")
     print(f"{'variant':<24} {'p50 ms':>9} {'MB':>7}  what ran")
     for label in runners:
         f = facts[label]
@@ -131,14 +148,14 @@ def encoder_section(rounds: int, seconds: float) -> None:
             print(f"{what:<44} {ratio(p50s, slow, fast):>7.2f}x   {expected}")
 
 
-def llm_section(rounds: int) -> None:
+def llm_section(rounds: int, variants: str | None = None) -> None:
     import numpy as np
 
     from qbench.inputs import load_npz
     from qbench.plan import Cell
     from qbench.plugins import load_members
 
-    built = built_in_child("smollm2", "llm")
+    built = built_in_child("smollm2", "llm", variants)
     lms: dict[str, Any] = {}
     sizes: dict[str, float] = {}
     prompt = None
@@ -199,11 +216,17 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=1.0, help="per variant per round")
     parser.add_argument("--skip-llm", action="store_true")
     parser.add_argument("--skip-encoder", action="store_true")
+    parser.add_argument("--variants", help="comma-separated labels to build and time (default: "
+                        "all; the ratios need both of their variants)")  # fmt: skip
+    parser.add_argument("--encoder", default="minilm",
+                        help="the encoder: a built-in model, or a suite's model entry as JSON, "
+                        'e.g. {"name": "hf_local", "label": "mine", "params": {"path": ...}} '
+                        "(default: minilm)")  # fmt: skip
     parser.add_argument("--build", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.build:  # JSON on stdout's last line
-        variants = ENCODER if args.build == "encoder" else LLM
+        variants = chosen(ENCODER if args.build == "encoder" else LLM, args.variants)
         print(json.dumps(build(args.model, variants), default=str))
         return 0
     from qbench.hostinfo import cpu_info, onednn_isa
@@ -212,9 +235,9 @@ def main() -> int:
     print(f"cpu: {cpu['cpu_model']}; flags: {', '.join(cpu['cpu_flags'])}")
     print(f"oneDNN ISA (torch): {onednn_isa()}")
     if not args.skip_encoder:
-        encoder_section(args.rounds, args.seconds)
+        encoder_section(args.rounds, args.seconds, args.variants, args.encoder)
     if not args.skip_llm:
-        llm_section(args.rounds)
+        llm_section(args.rounds, args.variants)
     return 0
 
 

@@ -15,6 +15,7 @@ the cap does not touch, to show what AMX buys on the same machine.
 
     python benchmarks/x86_goals.py [--models resnet18 mobilenet_v2] [--rounds 7]
         [--seconds 0.6] [--processes 3] [--cap avx512_core_bf16]
+        [--variants 'ort fp32,ort int8 (QDQ U8S8)']
 
 Goals checked (issue 17): best int8 ResNet-18 >= 5x ONNX Runtime fp32; best int8 MobileNetV2
 >= 2.5x the best fp32 of any backend; torch bf16 ResNet-18 >= 2.5x torch fp32 (same compile
@@ -211,12 +212,16 @@ def report(model: str, runs: list[dict]) -> dict[str, list[float]]:
         print(f"{name:<28} {'skipped':>8}  {why}")
     fp32 = [n for n in speed if "fp32" in n]
     int8 = [n for n in speed if "int8" in n]
-    best_fp32 = max(fp32, key=lambda n: speed[n])
-    best_int8 = max(int8, key=lambda n: speed[n])
-    # each goal is a direct ratio between two variants timed in the same rounds of a process
-    pairs = [(f"best int8 ({best_int8}) vs ORT fp32", ANCHOR, best_int8),
-             (f"best int8 ({best_int8}) vs best fp32 ({best_fp32})", best_fp32, best_int8),
-             ("torch bf16 vs torch fp32, eager, fp32 NCHW", "torch fp32 eager",
+    pairs: list[tuple[str, str, str]] = []
+    if fp32 and int8:  # --variants may leave either out
+        best_fp32 = max(fp32, key=lambda n: speed[n])
+        best_int8 = max(int8, key=lambda n: speed[n])
+        # each goal is a direct ratio between two variants timed in the same rounds of a process
+        pairs += [
+            (f"best int8 ({best_int8}) vs ORT fp32", ANCHOR, best_int8),
+            (f"best int8 ({best_int8}) vs best fp32 ({best_fp32})", best_fp32, best_int8),
+        ]
+    pairs += [("torch bf16 vs torch fp32, eager, fp32 NCHW", "torch fp32 eager",
               "torch bf16 eager"),
              ("torch bf16 vs torch fp32, eager, fp32 NHWC", "torch fp32 eager NHWC",
               "torch bf16 eager"),
@@ -224,6 +229,19 @@ def report(model: str, runs: list[dict]) -> dict[str, list[float]]:
               "torch bf16 compiled")]  # fmt: skip
     return {text: [ratio(r[model]["p50s"], slow, fast) for r in runs]
             for text, slow, fast in pairs if slow in speed and fast in speed}  # fmt: skip
+
+
+def chosen(given: str | None) -> list[str]:
+    """--variants: the labels to time, in VARIANTS' order, the anchor always among them."""
+    labels = [v[0] for v in VARIANTS]
+    if not given:
+        return labels
+    wanted = {w.strip() for w in given.split(",") if w.strip()} | {ANCHOR}
+    unknown = sorted(wanted - set(labels))
+    if unknown:
+        raise SystemExit(f"--variants: no such variant {', '.join(unknown)}; expected labels "
+                         f"among: {', '.join(labels)}")  # fmt: skip
+    return [label for label in labels if label in wanted]
 
 
 def main() -> int:
@@ -235,6 +253,8 @@ def main() -> int:
                         help="timing processes, one after another: each figure is the median "
                         "over them, printed with their range")  # fmt: skip
     parser.add_argument("--cap", default="avx512_core_bf16", help="oneDNN ISA of the capped run")
+    parser.add_argument("--variants", help="comma-separated labels to time (default: all; "
+                        f"'{ANCHOR}' is always timed: every ratio is against it)")  # fmt: skip
     parser.add_argument("--child", help=argparse.SUPPRESS)  # labels this process times
     parser.add_argument("--build", help=argparse.SUPPRESS)  # labels this process builds
     args = parser.parse_args()
@@ -253,12 +273,12 @@ def main() -> int:
     cpu = cpu_info()
     print(f"cpu: {cpu['cpu_model']}; flags: {', '.join(cpu['cpu_flags'])}")
     print(f"oneDNN ISA (torch): {onednn_isa()}")
-    labels = [v[0] for v in VARIANTS]
+    labels = chosen(args.variants)
     runs = [child(labels, args, dict(os.environ)) for _ in range(max(1, args.processes))]
     goals = {model: report(model, runs) for model in args.models}
 
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": args.cap.upper()}
-    capped = child(CAPPED, args, env)
+    capped = child([c for c in CAPPED if c in labels], args, env)
     print(f"\n## torch with oneDNN capped at {args.cap} (its own process; x = times faster than "
           "ONNX Runtime fp32 there, which the cap does not touch)")  # fmt: skip
     for model in args.models:

@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_ERROR, EXIT_INVALID, EXIT_REGRESSION = 0, 1, 2, 3
+# the command finished but has no answer: `qbench run` with no ok cell (all failed, timed out
+# or skipped), `qbench tune` with no configuration that qualifies
+EXIT_NO_RESULT = 4
 
 
 def budget_fraction(text: str) -> float:
@@ -36,10 +39,12 @@ def _parser() -> argparse.ArgumentParser:
         prog="qbench",
         description="Measure what quantization buys a neural network: models x methods x "
         "backends x devices, from one suite file, into a Parquet store and an HTML report.",
-        epilog="Exit codes: 0 the run completed (failed cells are listed, not fatal); "
-        "1 an unexpected error; 2 invalid input (suite, device file, arguments, runs that "
-        "cannot be compared); 3 `qbench compare` found a regression (with --fail-on "
-        "regression, the default).",
+        epilog="Exit codes: 0 the run completed with at least one ok cell (failed cells are "
+        "listed, not fatal); 1 an unexpected error; 2 invalid input (suite, device file, "
+        "arguments, runs that cannot be compared); 3 `qbench compare` found a regression (with "
+        "--fail-on regression, the default); 4 no result: `qbench run` had no ok cell (every "
+        "cell failed, timed out or was skipped), `qbench tune` found no configuration that "
+        "qualifies; 130 / 143 interrupted (Ctrl-C / SIGTERM).",
     )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -72,8 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     own.add_argument(
         "--input",
         action="append",
-        metavar="NAME:SHAPE[:DTYPE]",
-        help="torch factory: an input, e.g. x:3x32x32 or ids:128:int64 (repeat, in call order)",
+        metavar="NAME:SHAPE[:DTYPE] | NAME=VALUE",
+        help="torch factory: an input, e.g. x:3x32x32 or ids:128:int64 (repeat, in call "
+        "order); a .onnx file: a constant fed to that input, e.g. sr=16000 (repeat)",
     )
     own.add_argument(
         "--data",
@@ -119,7 +125,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--dry-run",
         action="store_true",
-        help="print the plan (runnable and skipped cells) and stop",
+        help="print the plan (runnable and skipped cells) and stop; with --model, the suite the "
+        "flags make goes to stdout alone (`> suite.yaml` saves it) and the plan to stderr; "
+        "with --json, one document with both",
     )
     run.add_argument(
         "--executor",

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from qbench.cli import output_file, store_folder
+from qbench.cli import EXIT_NO_RESULT, EXIT_OK, output_file, store_folder
 from qbench.plan import Cell, Plan
 from qbench.report.summary_view import summaries_json
 
@@ -30,16 +30,54 @@ SUMMARY_FIELDS = (
     "fp32_agreement",
     "fp32_agreement_ci_low",
     "fp32_agreement_ci_high",
+    "fp32_within_tol",
+    "fp32_within_tol_ci_low",
+    "fp32_within_tol_ci_high",
     "output_sqnr_db",
     "error",
 )
 
 
-def _print_plan(plan: Plan) -> None:
+def _print_plan(plan: Plan, file: Any = None) -> None:
+    out = file or sys.stdout
     for cell in plan.cells:
         state = f"skip: {cell.skip_reason}" if cell.skip_reason else f"run ({cell.artifact_format})"
-        print(f"{cell.cell_id}  {state}")
-    print(f"{len(plan.runnable)} to run, {len(plan.skipped)} skipped, {plan.excluded} excluded")
+        print(f"{cell.cell_id}  {state}", file=out)
+    print(f"{len(plan.runnable)} to run, {len(plan.skipped)} skipped, {plan.excluded} excluded",
+          file=out)  # fmt: skip
+
+
+def _dry_run(plan: Plan, suite_text: str | None, as_json: bool) -> int:
+    """--dry-run. With --model the generated suite is the output: it goes to stdout alone, so
+    `> suite.yaml` saves a suite that runs, and the plan goes to stderr. A suite file's plan
+    is the output itself (stdout). --json: one document holding both."""
+    if as_json:
+        cells = [{"cell_id": c.cell_id, "runs": c.skip_reason is None,
+                  "artifact_format": c.artifact_format, "skip_reason": c.skip_reason}
+                 for c in plan.cells]  # fmt: skip
+        counts = {"run": len(plan.runnable), "skipped": len(plan.skipped),
+                  "excluded": plan.excluded}  # fmt: skip
+        doc = {"suite": suite_text, "cells": cells, "counts": counts}
+        json.dump(doc, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return EXIT_OK
+    if suite_text is not None:
+        sys.stdout.write(suite_text)
+        sys.stdout.flush()  # the suite before the plan where both go to one terminal
+        _print_plan(plan, sys.stderr)
+    else:
+        _print_plan(plan)
+    return EXIT_OK
+
+
+def _no_result(summary: Any) -> str | None:
+    """Why the run has no result (exit EXIT_NO_RESULT): no cell ended ok. A plan whose cells
+    were all skipped measured nothing either, and CI must see that as much as failures."""
+    if summary.count("ok"):
+        return None
+    counts = (f"{summary.count('failed')} failed, {summary.count('timeout')} timed out, "
+              f"{summary.count('skipped')} skipped")  # fmt: skip
+    return f"qbench: no cell succeeded ({counts}); exit {EXIT_NO_RESULT}"
 
 
 class _Progress:
@@ -96,7 +134,9 @@ def _print_summary(summary: Any, report: Path | None, picks: list[Any]) -> None:
     )
     for row in summary.rows:
         if row["status"] == "ok":
-            metric = "top1" if row.get("top1") is not None else "fp32_agreement"
+            # the first the row has: an output of one value per input has only fp32_within_tol
+            metric = next((m for m in ("top1", "fp32_agreement", "fp32_within_tol")
+                           if row.get(m) is not None), "top1")  # fmt: skip
             low, high = row.get(f"{metric}_ci_low"), row.get(f"{metric}_ci_high")
             span = f" [{low:.2f}, {high:.2f}]" if low is not None and high is not None else ""
             print(
@@ -163,10 +203,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                          "(see qbench run --help)")  # fmt: skip
     suite, plan, text = load_plan(given)  # raises SuiteError: one line, exit 2
     if args.dry_run:
-        if args.model:
-            print(describe(given))
-        _print_plan(plan)
-        return 0
+        return _dry_run(plan, describe(given) if args.model else None, args.json)
     store = store_folder(args.store or suite.output, "--store" if args.store else "output")
     report_path = None
     if not args.no_report:
@@ -217,7 +254,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     elif not args.quiet:
         _print_summary(summary, report_path, picks)
-    return 0
+    why = _no_result(summary)
+    if why:
+        print(why, file=sys.stderr)
+        return EXIT_NO_RESULT
+    return EXIT_OK
 
 
 def _at_a_glance(runs: Any, results: Any, budget: float) -> list[Any]:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from qbench.cli import BUDGET_ARGUMENT, output_file, store_folder
+from qbench.cli import BUDGET_ARGUMENT, EXIT_NO_RESULT, EXIT_OK, output_file, store_folder
 
 
 def add_parser(sub: Any) -> None:
@@ -23,7 +23,8 @@ def add_parser(sub: Any) -> None:
         "survivors evaluated in full (the budget judged at the 95%% lower bound), the "
         "finalists timed against each other in interleaved rounds with a significance test. "
         "Every trial is a row in the store; the result is the winner, the Pareto front and a "
-        "suite file that reproduces the winner.",
+        "suite file that reproduces the winner. Exit 4 when no configuration qualifies (the "
+        "reason is printed, every trial stays in the store).",
     )
     tune.add_argument("target", metavar="MODEL_OR_SUITE",
                       help="a suite file with one model (its data, device and settings are "
@@ -149,7 +150,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         print_result(result, suite_out, report)
-    return 0 if result.winner else 1
+    return EXIT_OK if result.winner else EXIT_NO_RESULT
 
 
 def _progress(total: int) -> Any:
@@ -211,7 +212,7 @@ def print_result(result: Any, suite_out: Path | None, report: Path) -> None:
             print(f"  {p['ms_per_input']:.3f} ms  {acc:.4f}  {p['cell_id']}")
     w = result.winner
     if w is None:
-        print(f"no winner: {result.why}")
+        print(f"nothing qualifies, no winner: {result.why}")
     else:
         ci = ""
         if w["accuracy_ci_low"] is not None and w["accuracy_ci_high"] is not None:

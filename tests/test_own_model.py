@@ -445,7 +445,10 @@ def test_every_kind_of_model_runs_end_to_end(own: Path) -> None:
     assert zoo["quantized_nodes"] == zoo["compute_nodes"] == 2
     assert "opset 9 converted to 13 (onnx.version_converter)" in list(zoo["notes"])
     fp32 = rows["zoo/fp32/onnxruntime/local/b1/t1"]
-    assert fp32["fp32_agreement"] == 1.0 and zoo["packed_bytes"] < fp32["packed_bytes"] / 2.5
+    # packed_bytes read back from the QDQ graph: int8 weights, int32 biases and the scales and
+    # zero points, which weigh a lot beside this graph's 260 parameters
+    assert fp32["fp32_agreement"] == 1.0 and zoo["packed_bytes"] < fp32["packed_bytes"] / 2
+    assert zoo["quantized_tensors"] > 0 and fp32["quantized_tensors"] == 0
     assert fp32["accuracy_dataset"] == "image_folder:images" and fp32["top1"] is not None
     # two inputs, one of them integer token ids, matched with the .npz fields by name
     two = rows["two/dynamic_int8/onnxruntime/local/b1/t1"]
@@ -493,7 +496,7 @@ def test_run_a_model_without_a_suite(own: Path, tmp_path: Path) -> None:
         "--data", "synthetic", "--dry-run", cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "small_net.build/fp32/torch/local/b1/t1  run (torch)" in proc.stdout
+    assert "small_net.build/fp32/torch/local/b1/t1  run (torch)" in proc.stderr
     err = _one_line_error(run_qbench("run", "--model", str(own / "images"), cwd=tmp_path))
     assert f"qbench run: --model {own / 'images'}: is a directory" in err
     err = _one_line_error(run_qbench("run", "--model", str(own / "zoo.onnx"), "--data",

@@ -585,9 +585,10 @@ def test_the_command_line_takes_a_checkpoint_folder_and_text(files: dict[str, Pa
                       "--methods", "fp32", "--dry-run")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "name: hf_local" in proc.stdout and "name: text_corpus" in proc.stdout
-    assert "llama/fp32/torch/local/b1/t1  run (torch)" in proc.stdout
-    assert "llama/fp32/onnxruntime/local/b1/t1  run (onnx)" in proc.stdout
+    # the generated suite alone on stdout (`> suite.yaml` saves it), the plan on stderr
+    assert "llama/fp32/torch/local/b1/t1  run (torch)" in proc.stderr
+    assert "llama/fp32/onnxruntime/local/b1/t1  run (onnx)" in proc.stderr
     docs = run_qbench("run", "--model", str(files["encoder"]), "--data", str(files["docs"]),
                       "--methods", "fp32", "--backends", "onnxruntime", "--dry-run")  # fmt: skip
     assert docs.returncode == 0, docs.stderr
-    assert "name: text_folder" in docs.stdout and "bert/fp32/onnxruntime" in docs.stdout
+    assert "name: text_folder" in docs.stdout and "bert/fp32/onnxruntime" in docs.stderr

@@ -15,8 +15,17 @@ import pytest
 from qbench.cli_tune import duration
 from qbench.report.data import prepare, time_per_input
 from qbench.store.parquet import load
-from qbench.tune.search import CLOSE_FP32, KEPT, REFERENCE, SURVIVES, screen_verdicts
-from tests.conftest import run_qbench, write_suite
+from qbench.tune.search import (
+    CLOSE_FP32,
+    KEPT,
+    REFERENCE,
+    SURVIVES,
+    Trial,
+    nothing_qualifies,
+    screen_verdicts,
+)
+from tests.conftest import make_tiny_onnx, run_qbench, write_suite
+from tests.test_cli_exit_codes import _reshape_to_65
 from tests.test_report import _row
 
 
@@ -140,7 +149,7 @@ def test_a_spent_time_budget_skips_the_rest_with_the_reason(tmp_path: Path) -> N
     proc = run_qbench("tune", str(suite), "--methods", "fp32,dynamic_int8", "--backends",
                       "onnxruntime", "--time-budget", "1s", "--store", str(tmp_path / "s"),
                       "--report", str(tmp_path / "t.html"), "--json")  # fmt: skip
-    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.returncode == 4, proc.stderr[-3000:]  # no result (README: exit codes)
     doc = json.loads(proc.stdout)
     assert doc["winner"] is None and "time budget" in doc["why"]
     _, results = load(tmp_path / "s")
@@ -157,3 +166,64 @@ def test_tune_names_what_is_wrong_in_one_line(tmp_path: Path) -> None:
                       str(tmp_path / "s"))  # fmt: skip
     assert proc.returncode == 2 and "--methods: no such member 'nosuch'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_nothing_qualifies_on_synthetic_data_says_so_and_keeps_the_rows(tmp_path: Path) -> None:
+    """A user's ONNX model with `--data synthetic`: random inputs give no accuracy, so no
+    configuration can be judged against the budget (once an IndexError traceback)."""
+    make_tiny_onnx(tmp_path / "tiny.onnx")
+    store = tmp_path / "s"
+    proc = run_qbench("tune", "tiny.onnx", "--data", "synthetic", "--methods", "fp32",
+                      "--backends", "onnxruntime", "--time-budget", "2m", "--store", str(store),
+                      "--report", str(tmp_path / "t.html"), cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 4, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("nothing qualifies")]
+    assert "synthetic data leaves no accuracy to judge" in line and "--data" in line
+    runs, results = load(store)  # the screen's rows stay in the store
+    assert len(runs) == 1 and list(results.status) == ["ok"]
+    assert (tmp_path / "t.html").is_file()
+
+
+def test_nothing_qualifies_when_every_cell_fails_names_them(tmp_path: Path) -> None:
+    bad = _reshape_to_65(tmp_path / "bad.onnx")  # plans, then fails whenever it runs
+    suite = write_suite(tmp_path, f"""
+        name: bad-tune
+        models: [{{name: onnx_file, params: {{path: {bad}, dataset: digits}}}}]
+        accuracy: {{samples: 20}}
+        measurement: {{warmup: 2, min_iters: 10, min_seconds: 0.05, timeout_s: 120}}
+    """)  # fmt: skip
+    proc = run_qbench("tune", str(suite), "--methods", "fp32", "--backends", "onnxruntime",
+                      "--store", str(tmp_path / "s"), "--report", str(tmp_path / "t.html"),
+                      "--json")  # fmt: skip
+    assert proc.returncode == 4, proc.stderr[-3000:]
+    doc = json.loads(proc.stdout)
+    assert doc["winner"] is None and doc["suite_file"] is None
+    assert doc["why"].startswith("no cell survived the screen; 1 cell failed or timed out "
+                                 "(bad/fp32/onnxruntime/local/b1/t1)")  # fmt: skip
+    (trial,) = doc["trials"]
+    assert trial["status"] == "failed" and "cannot be reshaped" in trial["verdict"]
+    _, results = load(tmp_path / "s")
+    assert list(results.status) == ["failed"]
+
+
+def test_the_reason_counts_failures_budget_misses_and_skips_by_last_verdict() -> None:
+    trials = [
+        Trial("a/fp32", "screen", "ok", REFERENCE),
+        Trial("a/int8", "screen", "ok", SURVIVES),
+        Trial("a/int8", "full", "ok", "misses the budget: top1 lower bound 0.900 < 0.960"),
+        Trial("a/int8pt", "screen", "ok", "pruned: top1 0.8, 95% upper bound 0.9 < 0.96 (...)"),
+        Trial("a/ov", "screen", "failed", "failed: prepare: shape 16 too small"),
+        Trial("a/ov2", "screen", "timeout", "timeout: killed after 900 s"),
+        Trial("a/bf16", "screen", "skipped", "skipped: no bf16 kernels"),
+        Trial("a/fp32", "full", "ok", "meets the budget"),
+    ]
+    why = nothing_qualifies("head", trials, None)
+    assert why == (
+        "head; 2 cells failed or timed out (a/ov, a/ov2); 2 cells missed the budget "
+        "(a/int8, a/int8pt); 1 cell skipped (a/bf16) (each trial's verdict says why)"
+    )
+    many = [Trial(f"c{i}", "screen", "failed", "failed: x") for i in range(5)]
+    assert "5 cells failed or timed out (c0, c1, c2 and 2 more)" in nothing_qualifies(
+        "h", many, "synthetic data leaves no accuracy to judge"
+    )

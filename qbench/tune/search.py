@@ -106,8 +106,14 @@ def tune(config: TuneConfig, progress: Any = None) -> TuneResult:
     runs = {"screen": screen.run_id}
     notes: list[str] = []
     if not keep:
-        return _result(config, name, None, "no cell survived the screen (see the trials)",
-                       trials, runs, [], [], "", started, notes)  # fmt: skip
+        why = nothing_qualifies("no cell survived the screen", trials,
+                                no_accuracy(config.base, screen_df, config))  # fmt: skip
+        return _result(config, name, None, why, trials, runs, [], [], "", started, notes)
+    unjudged = no_accuracy(config.base, screen_df, config)
+    if unjudged:
+        # the full run could not judge the budget either: stop here, rows kept in the store
+        why = nothing_qualifies("the budget cannot be judged", trials, unjudged)
+        return _result(config, name, None, why, trials, runs, [], [], "", started, notes)
     if deadline is not None and time.monotonic() >= deadline[0]:
         notes.append("the time budget was spent during the screen: no full evaluation")
         return _result(config, name, None, "time budget spent during the screen", trials,
@@ -124,9 +130,10 @@ def tune(config: TuneConfig, progress: Any = None) -> TuneResult:
     (summary,) = summarize(full_df, config.budget, config.metric) or [None]
     if summary is None or summary.reference is None:
         for row in full.rows:
-            trials.append(Trial(row["cell_id"], "full", row["status"], row.get("error") or ""))
-        return _result(config, name, None, "no fp32 reference measured in the full run",
-                       trials, runs, [], [], "", started, notes)  # fmt: skip
+            verdict = f"{row['status']}: {row.get('error')}" if row["status"] != "ok" else "ok"
+            trials.append(Trial(row["cell_id"], "full", row["status"], verdict))
+        why = nothing_qualifies("no fp32 reference measured in the full run", trials, None)
+        return _result(config, name, None, why, trials, runs, [], [], "", started, notes)
     native = full_df[_native_ok(full_df)]
     ref_acc = summary.reference_accuracy
     eligible = native.iloc[0:0]
@@ -145,6 +152,11 @@ def tune(config: TuneConfig, progress: Any = None) -> TuneResult:
     ms = dict(zip(native["cell_id"], native["_ms"], strict=True))
     ranked = sorted(elig_ids, key=lambda c: ms[c])
     pareto = _pareto(native, summary.metric)
+    if not ranked:  # no accuracy to judge, or not even the reference is a native ok cell
+        why = nothing_qualifies("no cell of the full run meets the budget", trials,
+                                no_accuracy(config.base, full_df, config))  # fmt: skip
+        return _result(config, name, None, why, trials, runs, [], pareto, "", started, notes,
+                       asdict(summary.reference), summary.metric)  # fmt: skip
     finals: list[dict[str, Any]] = []
     winner_id, why = ranked[0], "the fastest cell that meets the budget (no other within 15%)"
     contenders = [c for c in ranked if ms[c] <= ms[ranked[0]] * FINALS_SPAN][:MAX_FINALISTS]
@@ -228,6 +240,57 @@ def _fails_at_upper_bound(row: Any, s: Any, budget: float) -> str | None:
                 f"{s.reference_accuracy:.3f} - budget {budget:g}) on "
                 f"{int(number(row.get('accuracy_samples')) or 0)} screen inputs")  # fmt: skip
     return None
+
+
+MISSED = ("misses the budget", "95% upper bound")  # what a verdict says of a budget miss
+LISTED = 3  # cell ids named per kind in the one-line reason; the trials list every cell
+
+
+def nothing_qualifies(head: str, trials: list[Trial], unjudged: str | None) -> str:
+    """Why no configuration qualifies, in one line: `head`, whether the data leaves no
+    accuracy to judge, and (by each cell's last verdict) the cells that failed, missed the
+    budget or were skipped."""
+    last = {t.cell_id: t for t in trials}  # the full run's verdict replaces the screen's
+    failed = [c for c, t in last.items() if t.status in ("failed", "timeout")]
+    missed = [c for c, t in last.items() if t.status == "ok" and any(m in t.verdict
+                                                                     for m in MISSED)]  # fmt: skip
+    skipped = [c for c, t in last.items() if t.status == "skipped"]
+    parts = [head]
+    if unjudged:
+        parts.append(unjudged)
+    for cells, what in ((failed, "failed or timed out"), (missed, "missed the budget"),
+                        (skipped, "skipped")):  # fmt: skip
+        if cells:
+            named = ", ".join(cells[:LISTED]) + (f" and {len(cells) - LISTED} more"
+                                                 if len(cells) > LISTED else "")  # fmt: skip
+            parts.append(f"{len(cells)} cell{'s' if len(cells) != 1 else ''} {what} ({named})")
+    return "; ".join(parts) + " (each trial's verdict says why)"
+
+
+def no_accuracy(base: dict[str, Any], df: Any, config: TuneConfig) -> str | None:
+    """Why the budget cannot be judged on these rows (no accuracy measured), or None."""
+    from qbench.report.summary import summarize
+
+    summaries = summarize(df, config.budget, config.metric) if len(df) else []
+    if summaries and summaries[0].metric is not None:
+        return None
+    if not summaries or summaries[0].reference is None:
+        return None  # no ok fp32 cell: the failures say why, not the data
+    if _dataset_name(base) == "synthetic":
+        return (
+            "synthetic data leaves no accuracy to judge (random inputs: no labels, no "
+            "fidelity to fp32); give real inputs (--data, or the suite's accuracy.dataset)"
+        )
+    return ("no accuracy was measured (no labels and no fidelity to fp32): the budget cannot "
+            "be judged")  # fmt: skip
+
+
+def _dataset_name(base: dict[str, Any]) -> str | None:
+    """The dataset the suite's model is evaluated on: the model's own, else accuracy's."""
+    model = (base.get("models") or [None])[0]
+    given = model.get("params", {}).get("dataset") if isinstance(model, dict) else None
+    given = given or (base.get("accuracy") or {}).get("dataset")
+    return given.get("name") if isinstance(given, dict) else given
 
 
 def _budget_miss(row: Any, s: Any) -> str:
