@@ -2,11 +2,16 @@
 slower by a known amount, for tests of what qbench concludes from timings (the summary's
 interleaved confirmation) that must not depend on this machine's speed.
 
+QBENCH_SLEEPY_EXTRA_MS adds a busy wait of that many milliseconds to every call (CPU work on
+the measured thread, as a slower kernel would be): benchmarks/regression_detection.py injects
+a calibrated slowdown into real cells with it, without changing their cell ids.
+
 Loaded in every process of a run through QBENCH_PLUGINS=tests.plugins.sleepy.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +24,8 @@ from qbench.backends.onnxruntime import OnnxRuntimeBackend, OrtParams
 from qbench.params import Params
 from qbench.plugins import backends
 
+EXTRA_ENV = "QBENCH_SLEEPY_EXTRA_MS"
+
 
 class SleepyParams(OrtParams):
     wait_ms: float = Field(default=2.0, ge=0, description="wait added to every timed call")
@@ -30,9 +37,16 @@ class _SleepySession(Session):
 
     def runner(self, x: Any) -> Callable[[], Any]:
         run, wait = self.inner.runner(x), self.wait_s
+        spin = float(os.environ.get(EXTRA_ENV, "0") or 0) / 1000
+        clock = time.perf_counter
 
         def slow() -> Any:
-            time.sleep(wait)
+            if wait:
+                time.sleep(wait)
+            if spin:
+                end = clock() + spin
+                while clock() < end:
+                    pass
             return run()
 
         return slow
