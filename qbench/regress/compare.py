@@ -16,11 +16,12 @@ Which latency is judged: the fastest call of each run (latency_min_ms), where bo
 it. On a shared machine the median moves with whatever else runs (other processes only add
 time to a call: unchanged cells' p50 ratios ranged 0.68-2.25 on a loaded 2-core VM), while the
 fastest call is what the code itself costs, and a slower kernel moves it as much as the median
-(benchmarks/regression_detection.py). With three or more earlier runs the candidate is judged
-against their median, not against the base run alone, and the samples' test compares the
-fastest tenth of each run's calls. A change that shows only in the slow calls (a periodic
-stall) is not judged here: the p50 change is in the reason, and the dashboard shows p50
-trends. Rows without latency_min_ms are judged on p50 as before.
+(benchmarks/regression_detection.py). With MIN_HISTORY_RUNS earlier runs the candidate is
+judged against their median and their spread, else against the base run with the noise floor;
+condition 1 (a test across one run's samples) does not apply to it, since a run's samples share
+its conditions. A change that shows only in the slow calls (a periodic stall) is not judged
+here: the p50 change is in the reason, and the dashboard shows p50 trends. Rows without
+latency_min_ms are judged on p50 as before.
 
 Runs on different hardware (history.fingerprint_of) are refused, with the reason.
 """
@@ -184,14 +185,15 @@ def latency_verdict(
     False: no Mann-Whitney condition, where the noise band comes from the cell's history of
     runs (its spread between runs is the test; samples of one run are not independent of
     that run's conditions, so their test adds nothing but misses)."""
-    p = mann_whitney_p(base_samples, candidate_samples)
+    p = mann_whitney_p(base_samples, candidate_samples) if sample_test else math.nan
     log_ratio = math.log(candidate_p50 / base_p50)
     band = t.z * math.sqrt(2.0) * max(noise, t.noise_floor)  # noise of a ratio of two runs
     boundary = max(math.log1p(t.latency) - band, band)
     change = math.expm1(log_ratio)
     why = (
         f"{label} {change:+.1%}; flagged beyond ±{math.expm1(boundary):.1%} (threshold "
-        f"{t.latency:.0%}, noise {max(noise, t.noise_floor):.1%}/run); Mann-Whitney p={p:.2g}"
+        f"{t.latency:.0%}, noise {max(noise, t.noise_floor):.1%}/run)"
+        + (f"; Mann-Whitney p={p:.2g}" if sample_test else "")
     )
     if abs(log_ratio) <= boundary:
         return NO_CHANGE, why, p
@@ -202,12 +204,7 @@ def latency_verdict(
 
 # The latency a verdict is judged on: the fastest call where both rows have it, else p50.
 LATENCY_METRICS = ("latency_min_ms", "latency_p50_ms")
-FASTEST_SHARE = 0.10  # the share of each run's calls the fastest-call test compares
-
-
-def _fastest(samples: list[float]) -> list[float]:
-    ordered = sorted(samples)
-    return ordered[: max(2, math.ceil(len(ordered) * FASTEST_SHARE))]
+MIN_HISTORY_RUNS = 8  # earlier runs before the fastest call is judged against their median
 
 
 def _judged_latency(base: dict[str, Any], cand: dict[str, Any], history_p50s: list[float],
@@ -219,7 +216,9 @@ def _judged_latency(base: dict[str, Any], cand: dict[str, Any], history_p50s: li
     bs, cs = _list(base.get("latency_samples_ms")), _list(cand.get("latency_samples_ms"))
     if bmin and cmin:
         mins = [v for v in (_num(v) for v in history_mins) if v]
-        noise = relative_noise(mins)
+        # a spread of a few runs is itself too noisy to set a band by (3 runs gave 2-10% on
+        # one cell): below MIN_HISTORY_RUNS the base run alone is the baseline
+        noise = relative_noise(mins) if len(mins) >= MIN_HISTORY_RUNS else None
         baseline, source = bmin, f"history of {len(mins)} runs"
         if noise is not None:
             import statistics
@@ -228,12 +227,13 @@ def _judged_latency(base: dict[str, Any], cand: dict[str, Any], history_p50s: li
             # the baseline is a median of k runs: its own noise is about sqrt(pi / 2k) of one
             noise *= math.sqrt((1 + math.pi / (2 * len(mins))) / 2)
         else:
-            noise, source = 0.0, "the noise floor (fewer than 3 earlier runs)"
+            noise = 0.0
+            source = f"the noise floor (fewer than {MIN_HISTORY_RUNS} earlier runs)"
         p50_text = f"; p50 {c50 / b50 - 1:+.1%}" if b50 and c50 else ""
         extra = (f"; judged on the fastest call, against the median of {len(mins)} earlier runs"
-                 if len(mins) >= 3 and source.startswith("history") else
+                 if source.startswith("history") else
                  "; judged on the fastest call")  # fmt: skip
-        return ("latency_min_ms", bmin, cmin, baseline, _fastest(bs), _fastest(cs), noise,
+        return ("latency_min_ms", bmin, cmin, baseline, bs, cs, noise,
                 source, extra + p50_text)  # fmt: skip
     if not (b50 and c50):
         return None
@@ -279,10 +279,14 @@ def compare_cell(
     if judged is not None:
         metric, b50, c50, baseline, bs, cs, noise, source, extra = judged
         label = "fastest call" if metric == "latency_min_ms" else "p50"
-        against_history = metric == "latency_min_ms" and source.startswith("history")
+        # The fastest call has no per-sample test: a run's samples share that run's conditions
+        # (its load, its frequency), so a test across them sees differences between runs as
+        # significant whatever they are; the band from the runs' spread is the test.
+        fastest = metric == "latency_min_ms"
         verdict, reason, p = latency_verdict(bs, cs, baseline, c50, noise, t, label,
-                                             sample_test=not against_history)  # fmt: skip
+                                             sample_test=not fastest)  # fmt: skip
         why = f"{reason}; noise from {source}{extra}"
+        p = None if math.isnan(p) else p  # no test was made (JSON has no NaN)
         out.changes.append(MetricChange(metric, b50, c50, c50 / b50 - 1, verdict, why, p))
         bt, ct = _num(base.get("throughput_ips")), _num(cand.get("throughput_ips"))
         if bt and ct:
@@ -563,8 +567,8 @@ def to_markdown(cmp: Comparison) -> str:
         f"- base `{cmp.base_run}` ({cmp.base_started}) → candidate `{cmp.candidate_run}` "
         f"({cmp.candidate_started})",
         f"- hardware: {cmp.hardware}",
-        f"- thresholds: latency {t.latency:.0%} of the fastest call (Mann-Whitney p < "
-        f"{t.alpha:g} on each run's fastest {FASTEST_SHARE:.0%} of calls, beyond "
+        f"- thresholds: latency {t.latency:.0%} of the fastest call (of p50 where a row has "
+        f"none: Mann-Whitney p < {t.alpha:g}), beyond "
         f"{t.z:g}× the cell's noise), accuracy {t.accuracy * 100:g} points, memory "
         f"{t.memory:.0%}, size {t.size:.0%}",
         f"- cells: {counts}",
