@@ -32,8 +32,12 @@ from qbench.inputs import (
     as_inputs,
     batch_of,
     bind,
+    binding_notes,
     chunks,
     count,
+    describe_fed,
+    fed_shapes,
+    fields_of,
     first,
     load_npz,
     save_npz,
@@ -44,7 +48,8 @@ from qbench.plugins import load_all, load_members
 from qbench.transports.base import traceback_tail
 from qbench.transports.subprocess import PARENT_PID_VAR
 
-ARTIFACT_VERSION = 2  # bump when any artifact or its metadata changes for the same inputs
+ARTIFACT_VERSION = 3  # bump when any artifact or its metadata changes for the same inputs
+# 3: metadata holds the audit's read-back counts and stored packed_bytes (qbench.formats.audit)
 
 
 def _array_sha(inputs: Inputs) -> str:
@@ -147,10 +152,13 @@ def reference_outputs(loaded: Any, x: Inputs, batch: int = 32) -> np.ndarray:
 
         from qbench.backends.base import first_output
 
-        outs = []
-        with torch.inference_mode():
+        # The module is built here on first use (lazily): built inside inference_mode, its
+        # parameters would become inference tensors that a later export in this process
+        # (litert-torch) cannot trace. no_grad keeps them ordinary tensors.
+        module, outs = loaded.module, []
+        with torch.no_grad():
             for part in chunks(x, batch):
-                out = first_output(loaded.module(*(torch.as_tensor(v) for v in part.values())))
+                out = first_output(module(*(torch.as_tensor(v) for v in part.values())))
                 outs.append(out.float().numpy())
         return np.concatenate(outs)[:n]
     if loaded.onnx_path is not None:
@@ -176,7 +184,8 @@ def prepare(cell: Cell) -> dict[str, Any]:
     spec = source.inputs(model_params) or dataset.fields()
     eval_entry = _inputs(dataset, "eval", cell.accuracy["samples"], 0)
     eval_path = eval_entry.path
-    eval_x = bind(spec, load_npz(eval_path)[0])
+    eval_data = load_npz(eval_path)[0]
+    eval_x = bind(spec, eval_data)
 
     def fp32_onnx() -> Path:
         from qbench.methods.export import fp32_onnx as export
@@ -192,7 +201,11 @@ def prepare(cell: Cell) -> dict[str, Any]:
 
         return convert(loaded.sha256, loaded.module, spec)
 
-    reference_entry, reference_note = _reference(loaded, source, eval_x, eval_path)
+    try:
+        reference_entry, reference_note = _reference(loaded, source, eval_x, eval_path)
+    except Exception as exc:  # a graph that refuses the fed shapes: say which, and what to set
+        raise _fed_error(exc, eval_x, source.fixed_batch(model_params) or 32, spec,
+                         dataset) from exc  # fmt: skip
     reference_path = None if reference_entry is None else reference_entry.path
     output_kind = source.output_kind(model_params)
     probe_entry = None
@@ -257,7 +270,11 @@ def prepare(cell: Cell) -> dict[str, Any]:
         meta = method.make(fmt, params, ctx, tmp)
         if fmt == "onnx":
             _check_onnx_loads(tmp, cell.method)
-        return meta
+        from qbench.formats.audit import audit
+
+        # read back what the artifact holds: a quantizing method's float-only file fails here
+        # (never cached), and its counts and stored packed_bytes replace any prediction
+        return {**(meta or {}), **audit(method, fmt, params, tmp)}
 
     artifact_entry = cached_file("artifacts", key, suffix, build)
     artifact, cached = artifact_entry.path, artifact_entry.cached
@@ -279,6 +296,14 @@ def prepare(cell: Cell) -> dict[str, Any]:
         macs, macs_note = None, "model_macs empty: MACs are counted on ONNX graphs, not .tflite"
     if macs_note:
         notes.append(macs_note)
+    notes += binding_notes(spec, fields_of(eval_data))  # transposed, fixed and constant inputs
+    from qbench.measure.fidelity import judged_output_note
+
+    # several outputs: which one accuracy and fidelity judge (read here, where the artifact's
+    # format tools are loaded anyway, not in the measure process that holds one runtime)
+    judged = judged_output_note(artifact) if dataset.measures_fidelity else None
+    if judged:
+        notes.append(judged)
     if reference_note:
         notes.append(reference_note)
     meta["artifact_notes"] = notes
@@ -314,6 +339,30 @@ def prepare(cell: Cell) -> dict[str, Any]:
         "label_note": dataset.label_note,
         "measures_fidelity": dataset.measures_fidelity,
     }
+
+
+def _fed_error(exc: Exception, x: Inputs, batch: int, spec: list[InputSpec],
+               dataset: Dataset) -> ValueError:  # fmt: skip
+    """The fp32 model's failure on the evaluation inputs in one line: the shapes it was fed
+    and, where synthetic data chose the size of a dynamic axis, the parameter that sets it."""
+    from qbench.datasets.synthetic import SyntheticParams
+
+    why = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+    fed = describe_fed(chunks(x, batch)[0]) if count(x) else "none"
+    hints = []
+    p = dataset.params
+    if isinstance(p, SyntheticParams):
+        if any(d is None for s in spec if s.value is None for d in s.shape):
+            hints.append(f"synthetic data sets every dynamic axis to dynamic_size="
+                         f"{p.dynamic_size}: give the size the model needs (--data-param "
+                         "dynamic_size=N, or dynamic_size in the synthetic dataset's "
+                         "params)")  # fmt: skip
+        drawn = [s.name for s in spec if not s.batched and s.value is None]
+        if drawn:  # a sample rate drawn at random is no sample rate the model takes
+            hints.append(f"{', '.join(drawn)} drawn at random: give a value the model takes "
+                         "(--input NAME=VALUE, or the model's `constants`)")  # fmt: skip
+    return ValueError(f"the fp32 model failed on inputs {fed}, {batch} per call ({why})"
+                      + "".join(f"; {h}" for h in hints))  # fmt: skip
 
 
 def _entry_sha(path: Path) -> str:
@@ -410,7 +459,8 @@ def measure(cell: Cell, prepared: dict[str, Any]) -> dict[str, Any]:
         reference = np.load(prepared["reference_path"])
 
     m = cell.measurement
-    run = session.runner(batch_of(eval_x, cell.batch))
+    fed = batch_of(eval_x, cell.batch)
+    run = session.runner(fed)
     energy = EnergyRecorder(cell.power, cell.device, cell.device_kind)
     try:
         # Idle baseline first, then the warm-up, so the timed loop starts exactly as it would
@@ -447,6 +497,7 @@ def measure(cell: Cell, prepared: dict[str, Any]) -> dict[str, Any]:
         "latency_repeat_p50s_ms": [float(np.median(r)) for r in rounds],
         "latency_samples_ms": samples,
         "throughput_ips": cell.batch * 1000.0 / stats["latency_mean_ms"],
+        "input_shapes_json": json.dumps(fed_shapes(fed)),  # what each input was fed at
         "peak_rss_mb": peak_rss_mb(),  # read before inspect(), which opens a second session
         **power,
         **load.columns(),  # what else ran meanwhile: ratios across unequal loads get flagged
@@ -484,7 +535,8 @@ def measure(cell: Cell, prepared: dict[str, Any]) -> dict[str, Any]:
             notes.append("top1 empty: an embedding has no classes, and without an fp32 "
                          "reference there is no probe to give it some")  # fmt: skip
         elif labels is not None:
-            row.update(accuracy(outputs if scores is None else scores(outputs), labels, groups))
+            row.update(accuracy(outputs if scores is None else scores(outputs), labels, groups,
+                                notes))  # fmt: skip
         else:
             notes.append(prepared["label_note"])
     return _finish(row, notes, session)

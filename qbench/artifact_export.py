@@ -95,14 +95,33 @@ def export(store: str | Path, target: str, out: str | Path) -> list[Path]:
             f"({cache_root() / 'artifacts'}): run its suite again here (`qbench run SUITE`: "
             "a cached artifact is reused, a missing one rebuilt), then export"
         )
+    held = [_held(r, e) for r, e in zip(rows, entries, strict=True) if e is not None]
     written = []
-    for row, entry, path in zip(rows, entries, paths, strict=True):
+    for row, entry, path, fields in zip(rows, entries, paths, held, strict=True):
         assert entry is not None
-        written += _write(row, entry, path)
+        written += _write(row, entry, path, fields)
     return written
 
 
-def _write(row: dict[str, Any], entry: Path, path: Path) -> list[Path]:
+def _held(row: dict[str, Any], entry: Path) -> dict[str, Any]:
+    """What the cached artifact holds (qbench.formats.audit), read again before it is handed
+    out: an artifact of a quantizing method that holds no quantized tensor (an ok row written
+    before prepare audited artifacts) is refused in one line, never exported as int8."""
+    from qbench.formats.audit import PhantomQuantization, audit
+    from qbench.plugins import load_all
+
+    try:
+        method = load_all().methods.get(row["method"])()
+        params = method.Params(**json.loads(row.get("method_params_json") or "{}"))
+    except Exception:  # a method not registered here: export the file as the row recorded it
+        return {}
+    try:
+        return audit(method, row["artifact_format"], params, entry)
+    except PhantomQuantization as exc:
+        raise ValueError(f"cell {row['cell_id']}: not exported: {exc}") from None
+
+
+def _write(row: dict[str, Any], entry: Path, path: Path, held: dict[str, Any]) -> list[Path]:
     fmt = row["artifact_format"]
     path.parent.mkdir(parents=True, exist_ok=True)
     full = recorded_sha256(entry)
@@ -142,6 +161,8 @@ def _write(row: dict[str, Any], entry: Path, path: Path) -> list[Path]:
         "artifact_sha256": full,
         "artifact_bytes": entry.stat().st_size,
         "execution": row.get("execution"),
+        # read from the file as it is exported: quantized_tensors, float_tensors, packed_bytes
+        "holds": held,
         "measured": {k: _plain(row.get(k)) for k in (
             "latency_p50_ms", "throughput_ips", "top1", "top1_ci_low", "top1_ci_high",
             "fp32_agreement", "fp32_agreement_ci_low", "fp32_agreement_ci_high",

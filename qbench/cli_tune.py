@@ -31,9 +31,12 @@ def add_parser(sub: Any) -> None:
                       "used), or a model: a built-in name or a model file as `qbench run "
                       "--model` takes")  # fmt: skip
     tune.add_argument("--budget", **BUDGET_ARGUMENT)
-    tune.add_argument("--metric", choices=("auto", "top1", "agreement"), default="auto",
+    tune.add_argument("--metric", choices=("auto", "top1", "agreement", "within_tol"),
+                      default="auto",
                       help="what the budget is on: top-1 on labelled data, agreement with fp32's "
-                      "top-1, or auto (top-1 where the data has labels; default)")  # fmt: skip
+                      "top-1, the share of outputs within tolerance of fp32's (an output of one "
+                      "value per input), or auto (top-1 where the data has labels; default)",
+                      )  # fmt: skip
     tune.add_argument("--device", help="the target device (default: the suite's, else local)")
     tune.add_argument("--time-budget", type=duration, metavar="DURATION",
                       help="stop starting cells after this long, e.g. 30m, 1h, 90s (the cells "
@@ -134,7 +137,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         screen_samples=args.screen_samples,
         time_budget_s=args.time_budget,
         rounds=args.rounds,
-        metric={"auto": None, "top1": "top1", "agreement": "fp32_agreement"}[args.metric],
+        metric={"auto": None, "top1": "top1", "agreement": "fp32_agreement",
+                "within_tol": "fp32_within_tol"}[args.metric],
     )
     result = tune(config, None if args.json else _progress)
     suite_out = None
@@ -206,10 +210,13 @@ def print_result(result: Any, suite_out: Path | None, report: Path) -> None:
                  if "p_slower" in f else " (fastest)")  # fmt: skip
         print(f"  final  {f['cell_id']}: median {f['median_ms']:.3f} ms{extra}")
     if result.pareto:
+        from qbench.report.summary import METRICS as ACCURACY_METRICS
+
         print("Pareto front (time per input, accuracy):")
         for p in result.pareto:
-            acc = next(v for k, v in p.items() if k in ("top1", "fp32_agreement"))
-            print(f"  {p['ms_per_input']:.3f} ms  {acc:.4f}  {p['cell_id']}")
+            acc = next((v for k, v in p.items() if k in ACCURACY_METRICS), None)
+            shown = "—" if acc is None else f"{acc:.4f}"
+            print(f"  {p['ms_per_input']:.3f} ms  {shown}  {p['cell_id']}")
     w = result.winner
     if w is None:
         print(f"nothing qualifies, no winner: {result.why}")

@@ -24,6 +24,7 @@ SMOKED = {  # script -> the test that runs it (a new script needs one)
     "measure_isolation.py",
     "model_zoo_light.py",
     "openvino_layers.py",
+    "own_model_properties.py",
     "phantom_quantization.py",
     "reader_kill.py",
     "regression_detection.py",
@@ -160,7 +161,12 @@ def test_regression_detection(tmp_path: Path) -> None:
                   cwd=tmp_path, timeout=600)  # fmt: skip
     assert "| pairs | cell | n |" in out
     assert any(ln.startswith("| slowdown |") for ln in out.splitlines())
-    assert "measured p50 ratios (candidate / base):" in out and "goal" in out
+    assert "measured ratios of the judged latency" in out and "goal on real" in out
+    # the stores it kept are judged again without new runs (--reuse)
+    again = _script("regression_detection.py", "--model", "digits_cnn", "--reuse",
+                    str(tmp_path / "stores"), cwd=tmp_path)  # fmt: skip
+    assert again.split("runs\n", 1)[1] == out.split("runs\n", 1)[1].replace(
+        f"stores kept in {tmp_path / 'stores'}/quiet and {tmp_path / 'stores'}/slowed\n", "")
 
 
 def test_transformers_goals(tmp_path: Path) -> None:
@@ -182,3 +188,16 @@ def test_transformers_goals(tmp_path: Path) -> None:
     assert "quantized 0/" in " ".join(rows["ort fp32"])
     (ratio,) = [ln for ln in out.splitlines() if ln.startswith("ORT int8 / ORT fp32")]
     assert float(ratio.split()[-2].rstrip("x")) > 0
+
+
+def test_own_model_properties(tmp_path: Path) -> None:
+    out = _script("own_model_properties.py", "--models", "regression,scalar", "--samples", "40",
+                  "--onnx-backends", "onnxruntime", cwd=tmp_path)  # fmt: skip
+    lines = out.splitlines()
+    assert lines[0].startswith("| model | cell | status | fidelity judged on")
+    rows = {tuple(line.strip("| ").split(" | ")[:2]): line for line in lines[2:]}
+    assert len(rows) == 6 and all(" | ok | " in line for line in rows.values())
+    # the regression model's int8 cells are judged on an error measure, never on argmax;
+    # the scalar-input model (sr=16000 given on the command line) runs, judged on agreement
+    assert "fp32_within_tol" in rows[("regression", "static_int8/onnxruntime")]
+    assert "fp32_agreement" in rows[("scalar", "static_int8/onnxruntime")]

@@ -182,7 +182,7 @@ def test_fidelity_agreement_counts_argmax_matches() -> None:
     assert out["fp32_agreement"] == 0.75
     assert set(out) == {"fp32_agreement", "fp32_agreement_ci_low", "fp32_agreement_ci_high",
                         "accuracy_groups", "output_cosine", "output_cosine_p1",
-                        "output_sqnr_db"}  # fmt: skip
+                        "output_sqnr_db", "output_rel_rmse"}  # fmt: skip
     assert out["accuracy_groups"] == 4  # no groups given: every input its own
     # the worst 1% of inputs: below the mean where one input moved, never above it
     assert out["output_cosine_p1"] < out["output_cosine"]

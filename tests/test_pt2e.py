@@ -177,7 +177,14 @@ def test_compiled_digits_agree_with_fp32(digits: Built) -> None:
     with torch.inference_mode():
         reference = digits.module(torch.as_tensor(digits.x)).numpy()
     scale = float(np.abs(reference).max())
-    assert float(np.abs(digits.out - reference).max()) < 0.05 * scale
+    # Without VNNI/AMX (ask the probe: the CPU changes between machines), x86 int8 GEMMs add
+    # u8 x s8 pairs in int16 (vpmaddubsw), which saturates: the compiled kernels then stray
+    # further from the program's own arithmetic (5.4% of the scale on an AVX2-only EPYC).
+    from qbench.hostinfo import cpu_info
+    from qbench.probe import kernel_readiness
+
+    vnni = kernel_readiness(cpu_info()["cpu_flags"])["int8"] is None
+    assert float(np.abs(digits.out - reference).max()) < (0.05 if vnni else 0.10) * scale
 
 
 def test_small_model_with_a_reused_relu(small: Built) -> None:

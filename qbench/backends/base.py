@@ -97,7 +97,8 @@ def torch_args(
 
     args = []
     for value in as_inputs(x).values():
-        t = torch.from_numpy(np.ascontiguousarray(value))
+        # asarray(order=C), not ascontiguousarray: that makes a scalar input 1-d
+        t = torch.from_numpy(np.asarray(value, order="C"))
         if t.is_floating_point():
             t = t.to(dtype)
         if device is not None:

@@ -149,8 +149,9 @@ class OrtGpuSession(Session):
 
     def _feed(self, x: Inputs) -> dict[str, np.ndarray]:
         feed = feed_by_name(self.input_names, x)
-        return {k: np.ascontiguousarray(v, dtype=np.float16) if k in self.fp16 else
-                np.ascontiguousarray(v) for k, v in feed.items()}  # fmt: skip
+        # asarray(order=C), not ascontiguousarray: that makes a scalar input 1-d
+        return {k: np.asarray(v, dtype=np.float16, order="C") if k in self.fp16 else
+                np.asarray(v, order="C") for k, v in feed.items()}  # fmt: skip
 
     def runner(self, x: Inputs) -> Callable[[], Any]:
         ort, device = self.ort, self.params.device_id

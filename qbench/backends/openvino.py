@@ -242,7 +242,8 @@ class OpenVinoSession(Session):
         tensors = []
         for port, value in zip(self.model.inputs, feed.values(), strict=True):
             dtype = port.get_element_type().to_dtype()
-            array = np.ascontiguousarray(value, dtype=dtype)
+            # asarray(order=C), not ascontiguousarray: that makes a scalar input 1-d
+            array = np.asarray(value, dtype=dtype, order="C")
             # A shared-memory Tensor points into the array without owning it: callers keep
             # the arrays alive as long as the tensors, or a copy made here is freed under it.
             tensors.append((ov.Tensor(array, shared_memory=True), array))

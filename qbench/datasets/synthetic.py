@@ -54,8 +54,9 @@ class Synthetic(Dataset):
             )
         assert isinstance(self.params, SyntheticParams)
         size = self.params.dynamic_size
+        # an input given a constant (onnx_file's `constants`) takes nothing from the data
         return [InputSpec(s.name, tuple(size if d is None else d for d in s.shape), s.dtype)
-                for s in self.model_inputs]  # fmt: skip
+                for s in self.model_inputs if s.value is None]  # fmt: skip
 
     @property
     def label_note(self) -> str:

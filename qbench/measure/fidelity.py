@@ -8,12 +8,26 @@ interval at the effective sample size n / design effect, the design effect from 
 cluster-robust variance of the proportion (Kish 1965; the ratio estimator's variance over
 groups), with Student's t quantile for the few groups. Independent inputs give the plain
 Wilson interval.
+
+The metric fits the output. Argmax agreement and top-1 need a class distribution: more than one
+value per input. An output of one value per input (a regression or voice-activity score, shape
+[N], [N, 1]) has argmax 0 whatever its value, and its cosine with fp32 is ±1, so both would
+report 1.000 for an int8 model whose output is noise. There fidelity is an error measure:
+- output_rel_rmse: ||ref − test|| / ||ref|| over all evaluation outputs (= 10^(−SQNR/20));
+- fp32_within_tol: the share of inputs whose output lies within WITHIN_TOLERANCE standard
+  deviations of the fp32 outputs (over the evaluation set) of fp32's, with the same Wilson
+  interval as agreement, so that the summary's budget can judge it at its lower bound. The
+  tolerance is scaled by the spread, not by the mean square: an offset (a temperature of
+  300 ± 1 K) would make a tolerance of the RMS lax, and the spread is what the output tells
+  inputs apart by. fp32_tolerance holds the absolute tolerance used.
+The cosine columns stay empty there, with the reason in the notes.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -21,6 +35,50 @@ import numpy as np
 def per_sample(outputs: np.ndarray) -> np.ndarray:
     """Outputs as one row per sample: [N, C, 1, 1] (DenseNet, SqueezeNet) -> [N, C]."""
     return outputs.reshape(len(outputs), -1)
+
+
+# An input's output is "within tolerance" of fp32's when it is off by at most this many standard
+# deviations of the fp32 outputs over the evaluation set: a tenth of the spread the output
+# separates inputs by (a voice-activity score of spread 0.4: 0.04).
+WITHIN_TOLERANCE = 0.1
+
+
+def output_names(artifact: Path) -> list[str] | None:
+    """The output names of an .onnx or .tflite artifact (None: another format, or unreadable):
+    every backend compares its first output, so a model of several must say which one."""
+    try:
+        if artifact.suffix == ".onnx":
+            from qbench.methods._calibration import onnx_output_names
+
+            return onnx_output_names(artifact)
+        if artifact.suffix == ".tflite":
+            from qbench.methods._litert_quant import output_names as tflite_output_names
+
+            return tflite_output_names(artifact)
+    except Exception:  # a note is not worth failing a measured cell for
+        return None
+    return None
+
+
+def judged_output_note(artifact: Path) -> str | None:
+    """Which output accuracy and fidelity judge, where the model has several (None: one)."""
+    names = output_names(artifact)
+    if not names or len(names) < 2:
+        return None
+    return (f"accuracy and fidelity judge output 0 ({names[0]!r}) of {len(names)} outputs "
+            f"({', '.join(repr(n) for n in names[1:])} not compared); its shape chose the "
+            "metric")  # fmt: skip
+
+
+def values_per_sample(outputs: np.ndarray) -> int:
+    """How many values each input's output holds (1: a scalar or regression score)."""
+    return int(per_sample(outputs).shape[1]) if len(outputs) else 0
+
+
+def has_classes(outputs: np.ndarray) -> bool:
+    """The output can be a class distribution: more than one value per input. With one value,
+    argmax is 0 for every input and top-1 / agreement are 1.000 whatever the error."""
+    return values_per_sample(outputs) > 1
 
 
 def top1(outputs: np.ndarray) -> np.ndarray:
@@ -55,6 +113,41 @@ def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
     if noise == 0.0:
         return math.inf
     return 10.0 * math.log10(signal / noise) if signal > 0 else -math.inf
+
+
+def relative_rms_error(reference: np.ndarray, test: np.ndarray) -> float:
+    """||ref − test|| / ||ref|| over every evaluation output (the Frobenius norm): the error's
+    RMS as a share of the reference's, 10^(−SQNR/20); 1.0 is an error as large as the signal."""
+    ref = reference.astype(np.float64)
+    noise = float(np.sqrt(np.sum((ref - test) ** 2)))
+    signal = float(np.sqrt(np.sum(ref**2)))
+    if noise == 0.0:
+        return 0.0
+    return noise / signal if signal > 0 else math.inf
+
+
+def within_tolerance(
+    reference: np.ndarray,
+    test: np.ndarray,
+    groups: np.ndarray | None,
+    notes: list[str],
+    tolerance: float = WITHIN_TOLERANCE,
+) -> dict[str, float]:
+    """fp32_within_tol (with its 95% interval and accuracy_groups) and fp32_tolerance: an input
+    agrees where every value of its output lies within `tolerance` standard deviations of the
+    fp32 outputs (over all inputs) of fp32's; a value that is not a number never does. A
+    reference without spread leaves it empty (why is appended to `notes`)."""
+    ref = per_sample(reference).astype(np.float64)
+    out = per_sample(test).astype(np.float64)
+    spread = float(np.std(ref)) if ref.size else 0.0
+    if not math.isfinite(spread) or spread == 0.0:
+        notes.append("fp32_within_tol empty: the fp32 outputs do not vary over the evaluation "
+                     "inputs, so there is no spread to scale a tolerance by")  # fmt: skip
+        return {}
+    limit = tolerance * spread
+    error = np.abs(out - ref).max(axis=1)
+    hits = np.isfinite(error) & (error <= limit)
+    return {**_with_interval("fp32_within_tol", hits, groups), "fp32_tolerance": limit}
 
 
 def cosines(reference: np.ndarray, test: np.ndarray) -> np.ndarray:
@@ -134,15 +227,32 @@ def fidelity(reference: np.ndarray, test: np.ndarray, groups: np.ndarray | None 
 
     An input agrees where both have a top-1 class (no tie at the top) and it is the same. Inputs
     where the reference itself has none are left out; a reference that is the same for every
-    input leaves agreement empty. Why is appended to `notes`."""
+    input leaves agreement empty. Why is appended to `notes`.
+
+    An output of one value per input has no classes and no direction: agreement and cosine stay
+    empty and fp32_within_tol (within_tolerance) judges it instead; output_rel_rmse and SQNR are
+    measured for every output."""
     notes = notes if notes is not None else []
-    each = cosines(reference, test)
     out: dict[str, float] = {
-        "output_cosine": float(each.mean()),
-        # the worst 1% of inputs: a mean near 1 can hide a few inputs the model gets wrong
-        "output_cosine_p1": float(np.percentile(each, 1)),
         "output_sqnr_db": sqnr_db(reference, test),
+        "output_rel_rmse": relative_rms_error(reference, test),
     }
+    if scores is None and not has_classes(reference):
+        notes.append(
+            "fp32_agreement and output_cosine empty: the output holds one value per input, "
+            "whose argmax is always 0 and whose cosine is always ±1; fidelity is judged by "
+            f"fp32_within_tol (|output − fp32's| ≤ {WITHIN_TOLERANCE:g} × the fp32 outputs' "
+            "standard deviation), output_rel_rmse and output_sqnr_db"
+        )
+        if constant_outputs(reference):
+            notes.append("fp32_within_tol empty: the fp32 reference gives the same output for "
+                         "every input (placeholder or dead weights?)")  # fmt: skip
+            return out
+        return {**out, **within_tolerance(reference, test, groups, notes)}
+    each = cosines(reference, test)
+    out["output_cosine"] = float(each.mean())
+    # the worst 1% of inputs: a mean near 1 can hide a few inputs the model gets wrong
+    out["output_cosine_p1"] = float(np.percentile(each, 1))
     if not agreement:
         return out
     if scores is not None:  # embeddings: top-1 of the probe's class scores, not of the vector
@@ -172,10 +282,16 @@ def fidelity(reference: np.ndarray, test: np.ndarray, groups: np.ndarray | None 
     return out
 
 
-def accuracy(logits: np.ndarray, labels: np.ndarray,
-             groups: np.ndarray | None = None) -> dict[str, float]:  # fmt: skip
+def accuracy(logits: np.ndarray, labels: np.ndarray, groups: np.ndarray | None = None,
+             notes: list[str] | None = None) -> dict[str, float]:  # fmt: skip
     """top1 (with its 95% interval and accuracy_groups) and, with more than 5 classes, top5.
-    A tie at the top of an output is no prediction: it counts as wrong."""
+    A tie at the top of an output is no prediction: it counts as wrong. An output of one value
+    per input has no classes to rank: top1 stays empty (why is appended to `notes`)."""
+    if not has_classes(logits):
+        if notes is not None:
+            notes.append("top1 empty: the output holds one value per input, not a score per "
+                         "class (argmax would be class 0 for every input)")  # fmt: skip
+        return {}
     out = _with_interval("top1", top1(logits) == labels, groups)
     if per_sample(logits).shape[1] > 5:
         out["top5"] = topk_accuracy(logits, labels, 5)

@@ -26,8 +26,9 @@ import numpy as np
 from qbench.methods.export_tflite import quiet
 
 # Part of every LiteRT artifact's cache key (qbench/agent.py): bump it when this module writes
-# different flatbuffers for the same inputs. 2: finite ranges for padded max pools.
-LITERT_QUANT_VERSION = 2
+# different flatbuffers for the same inputs. 2: finite ranges for padded max pools. 3: float
+# files with pre-3a op codes or no SignatureDef rewritten first (quantizer_ready).
+LITERT_QUANT_VERSION = 3
 
 # ai-edge-quantizer has no fp16 helper in recipe.py; this is the recipe of its own tests:
 # every op's float weights cast to float16, a DEQUANTIZE (fp16 -> fp32) in front of each user.
@@ -56,8 +57,12 @@ def _model(path: Path) -> Any:
 
 
 def signature_input(path: Path) -> tuple[str, str]:
-    """(signature key, name of its first input) of a converted model."""
-    sig = _model(path).SignatureDefs(0)
+    """(signature key, name of its first input) of a converted model (quantize() gives a file
+    without SignatureDef one first: qbench.formats.tflite.quantizer_ready)."""
+    model = _model(path)
+    if model.SignatureDefsLength() == 0:
+        raise ValueError(f"{Path(path).name} has no SignatureDef to calibrate through")
+    sig = model.SignatureDefs(0)
     return sig.SignatureKey().decode(), sig.Inputs(0).Name().decode()
 
 
@@ -292,6 +297,32 @@ def quantize(
     widen the model outputs' ranges by `output_range_scale` (widen_outputs), and with `gptq`
     get GPTQ-rounded int8 weights. Returns what the flatbuffer ended up with (ops, I/O
     quantization, and `calibration`: a summary of the ranges chosen)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="qbench-litert-") as tmp:
+        ready, rewrites = _quantizer_input(fp32, Path(tmp))
+        found = _quantize(ready, out, recipe, calib, calibration, gptq, output_range_scale)
+    if rewrites:
+        found["rewrites"] = rewrites
+    return found
+
+
+def _quantizer_input(fp32: Path, folder: Path) -> tuple[Path, list[str]]:
+    """`fp32`, or a copy in `folder` rewritten so ai-edge-quantizer reads it as LiteRT does
+    (qbench.formats.tflite.quantizer_ready: pre-3a op codes, no SignatureDef), and what
+    changed."""
+    from qbench.formats.tflite import quantizer_ready
+
+    data, rewrites = quantizer_ready(Path(fp32).read_bytes())
+    if not rewrites:
+        return Path(fp32), []
+    ready = folder / "quantizer_input.tflite"
+    ready.write_bytes(data)
+    return ready, rewrites
+
+
+def _quantize(fp32: Path, out: Path, recipe: Any, calib: np.ndarray | None, calibration: Any,
+              gptq: bool, output_range_scale: float) -> dict[str, Any]:  # fmt: skip
     summary = None
     with quiet():
         from ai_edge_quantizer import quantizer
@@ -318,6 +349,12 @@ def quantize(
     if rewritten is not None:
         found["gptq_weights"] = rewritten
     return found
+
+
+def rewrite_notes(found: dict[str, Any]) -> list[str]:
+    """Row notes of what quantize() rewrote in the float file before quantizing it."""
+    return [f"LiteRT: the float .tflite was rewritten for ai-edge-quantizer: {change}"
+            for change in found.get("rewrites", [])]  # fmt: skip
 
 
 def fp16_weights(fp32: Path, out: Path) -> dict[str, Any]:

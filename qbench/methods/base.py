@@ -78,6 +78,16 @@ class Method:
         """Typed row columns for these parameters (bits_w, bits_a, granularity, ...)."""
         return {}
 
+    def stores_quantized(self, fmt: str, params: Params) -> bool:
+        """Whether this method's artifact of `fmt` holds its weights in a type narrower than
+        float32 (int8, int4, float16 ...): prepare then fails an artifact that holds none, and
+        reads packed_bytes from it (qbench.formats.audit). Read from describe()'s weight_dtype;
+        fake-quant methods say 'float32 (dequantized)'. Override where the runtime, not the
+        file, applies the precision."""
+        from qbench.formats import is_quantized_type
+
+        return is_quantized_type(str(self.describe(fmt, params).get("weight_dtype") or ""))
+
     # The artifact's state dict holds every weight in the rebuilt module's own types (float
     # casts, torchao tensors): a backend may build the module without weights (meta) and
     # assign them, so loading never holds a second, randomly initialised copy.
@@ -140,7 +150,9 @@ def fp32_tflite(ctx: MakeContext) -> Path:
 
 
 def packed_bytes(ctx: MakeContext, weight_bits: Any) -> int:
-    """Theoretical packed size of this model with `weight_bits(name, weight)` per layer."""
+    """Theoretical packed size of this model with `weight_bits(name, weight)` per layer: the
+    row's figure for fake-quant methods only. For a method that stores quantized weights
+    (stores_quantized) prepare's audit replaces it with what the artifact's constants take."""
     from qbench.methods.packing import packed_bytes_onnx, packed_bytes_tflite, packed_bytes_torch
 
     if ctx.model.has_module:

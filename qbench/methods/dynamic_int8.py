@@ -94,12 +94,20 @@ class DynamicInt8(Method):
                 )  # fmt: skip
             return {"packed_bytes": packed_bytes(ctx, int8_weight_bits(8, params.per_channel))}
         if fmt == "tflite":
-            from qbench.methods._litert_quant import aeq_version, dynamic_range, weight_bits
+            from qbench.methods._litert_quant import (
+                aeq_version,
+                dynamic_range,
+                rewrite_notes,
+                weight_bits,
+            )
 
-            dynamic_range(fp32_tflite(ctx), out, bits=8)
+            found = dynamic_range(fp32_tflite(ctx), out, bits=8)
             note = (f"LiteRT dynamic-range int8 (ai-edge-quantizer {aeq_version()} "
                     "dynamic_wi8_afp32)")  # fmt: skip
-            return {"packed_bytes": packed_bytes(ctx, weight_bits(8)), "artifact_notes": [note]}
+            # the prediction; prepare's audit (qbench.formats.audit) replaces it in the row
+            # with what the artifact's constants take
+            return {"packed_bytes": packed_bytes(ctx, weight_bits(8)),
+                    "artifact_notes": [note, *rewrite_notes(found)]}  # fmt: skip
         module = self.rebuild_torch(ctx.model.module, None, params)
         save_torch_artifact(out, ctx, self.name, params, module.state_dict())
         linear_only = int8_weight_bits(8, False)

@@ -80,12 +80,13 @@ class _HalfFloat(Method):
             model = convert_float_to_float16(onnx.load(str(ctx.fp32_onnx())), keep_io_types=True)
             onnx.save(model, str(out))
         elif fmt == "tflite":
-            from qbench.methods._litert_quant import aeq_version, fp16_weights
+            from qbench.methods._litert_quant import aeq_version, fp16_weights, rewrite_notes
 
             info = fp16_weights(fp32_tflite(ctx), out)
             meta["artifact_notes"] = [
                 f"LiteRT fp16 weights (ai-edge-quantizer {aeq_version()} float_casting): "
-                f"{info['ops'].get('DEQUANTIZE', 0)} DEQUANTIZE (float16 -> float32) ops"
+                f"{info['ops'].get('DEQUANTIZE', 0)} DEQUANTIZE (float16 -> float32) ops",
+                *rewrite_notes(info),
             ]
         else:
             module = self.rebuild_torch(ctx.model.module, None, params)
@@ -126,3 +127,7 @@ class Bf16(_HalfFloat):
             return ("LiteRT: ai-edge-quantizer's float_casting writes float16 weights only, and "
                     "LiteRT's CPU kernels take no bfloat16")  # fmt: skip
         return super().unsupported(fmt, params, source)
+
+    def stores_quantized(self, fmt: str, params: Params) -> bool:
+        # its OpenVINO IR keeps float32 weights: the CPU plugin converts them at compile
+        return fmt != "openvino" and super().stores_quantized(fmt, params)

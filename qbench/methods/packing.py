@@ -1,6 +1,8 @@
 """Theoretical packed sizes: what an artifact would take if every weight were stored at its
 quantized width (bits × weights + codebooks + scales + zero points). Simulated methods store
-float weights on disk, so only this figure makes their sizes comparable with native ones."""
+float weights on disk, so only this figure makes their sizes comparable with native ones.
+Methods that store quantized weights get theirs read back from the artifact instead
+(qbench.formats.audit): a prediction cannot see a quantizer that quantized nothing."""
 
 from __future__ import annotations
 
@@ -90,11 +92,12 @@ def packed_bytes_onnx(path: Any, weight_bits: Callable[[str, Any], int | None]) 
 
 def stored_bytes_onnx(path: Any) -> int:
     """Bytes of every constant an ONNX file holds, at the types it stores them in (a model
-    quantized elsewhere keeps its int8 weights as int8)."""
-    import onnx
+    quantized elsewhere keeps its int8 weights as int8; int4 two to a byte)."""
+    from pathlib import Path
 
-    model = onnx.load(str(path))
-    return int(sum(a.size * a.dtype.itemsize for a in _onnx_constants(model.graph).values()))
+    from qbench.formats.onnx import contents
+
+    return contents(Path(path)).stored_bytes
 
 
 class _Shaped:
@@ -113,6 +116,7 @@ def packed_bytes_tflite(path: Any, weight_bits: Callable[[str, Any], int | None]
     from ai_edge_litert import schema_py_generated as schema
 
     from qbench.backends._tflite_graph import COMPUTE_OPS, WEIGHT_INPUT, read_tflite_graph
+    from qbench.formats.tflite import buffer_bytes
 
     data = Path(path).read_bytes()
     model = schema.Model.GetRootAsModel(data, 0)
@@ -123,7 +127,8 @@ def packed_bytes_tflite(path: Any, weight_bits: Callable[[str, Any], int | None]
     total = 0
     for t in range(sg.TensorsLength()):
         tensor = sg.Tensors(t)
-        stored = model.Buffers(tensor.Buffer()).DataLength() if tensor.Buffer() > 0 else 0
+        # inline, or after the flatbuffer where ai-edge-quantizer writes large files' buffers
+        stored = buffer_bytes(model, tensor.Buffer())
         if stored == 0:
             continue  # an activation, or a tensor without data
         shape = tuple(int(d) for d in tensor.ShapeAsNumpy()) if tensor.ShapeLength() else ()

@@ -633,7 +633,7 @@ def _describe_tflite(params: StaticInt8Params) -> dict[str, Any]:
 
 def _make_tflite(params: StaticInt8Params, ctx: MakeContext, out: Path) -> list[str]:
     from qbench.methods._calibration import CalibrationSettings
-    from qbench.methods._litert_quant import aeq_version, full_integer, io_note
+    from qbench.methods._litert_quant import aeq_version, full_integer, io_note, rewrite_notes
 
     calib = ctx.one_input("LiteRT's full-integer path")
     bits_a = _tflite_activation_bits(params)
@@ -667,6 +667,7 @@ def _make_tflite(params: StaticInt8Params, ctx: MakeContext, out: Path) -> list[
         f"LiteRT {kind} (ai-edge-quantizer {aeq_version()} {recipe}), {how} calibration on "
         f"{len(calib)} inputs; {io_note(out)}"
     ]
+    notes += rewrite_notes(found)
     if params.output_range_scale != 1:
         notes.append(_widened_note(params))
     if equalized is not None:

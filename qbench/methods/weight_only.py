@@ -397,6 +397,7 @@ def _make_tflite(params: WeightOnlyParams, ctx: MakeContext, out: Path) -> dict[
     from qbench.methods._litert_quant import (
         aeq_version,
         dynamic_range,
+        rewrite_notes,
         weight_bits,
         weight_dtypes,
         weight_only,
@@ -418,7 +419,7 @@ def _make_tflite(params: WeightOnlyParams, ctx: MakeContext, out: Path) -> dict[
     if taken == 0:
         raise ValueError(f"ai-edge-quantizer left every weight of model {ctx.model_name} in "
                          "float32")  # fmt: skip
-    notes = [note]
+    notes = [note, *rewrite_notes(found)]
     if gptq:
         rewritten = found.get("gptq_weights", 0)
         if rewritten != taken:  # never leave a weight rounded to nearest without saying so

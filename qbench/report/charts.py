@@ -12,7 +12,8 @@ from typing import Any
 from qbench.report import fmt
 from qbench.report.pareto import pareto_front
 
-METRIC_LABEL = {"top1": "top-1", "fp32_agreement": "agreement with fp32"}
+METRIC_LABEL = {"top1": "top-1", "fp32_agreement": "agreement with fp32",
+                "fp32_within_tol": "within tolerance of fp32"}  # fmt: skip
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
 
@@ -130,8 +131,12 @@ def accuracy_charts(ok: Any, colours: dict[str, str] | None = None) -> list[Char
 
 
 def _model_metric(m: Any) -> str:
-    """A model's one accuracy metric: top-1 where its cells have it, else agreement."""
-    return "top1" if (m["accuracy_metric"] == "top1").any() else "fp32_agreement"
+    """A model's one accuracy metric: top-1 where its cells have it, else agreement, else
+    within tolerance (an output of one value per input)."""
+    for name in ("top1", "fp32_agreement"):
+        if (m["accuracy_metric"] == name).any():
+            return name
+    return "fp32_within_tol"
 
 
 def _gaps(values: Any) -> list[float | None]:

@@ -95,23 +95,30 @@ def prepare(results: Any) -> Any:
     return df
 
 
+# Each row's accuracy: the first of these it has (an output of one value per input has
+# neither top-1 nor agreement, which cannot see its error: within tolerance judges it).
+ACCURACY_METRICS = ("top1", "fp32_agreement", "fp32_within_tol")
+
+
 def add_accuracy(df: Any) -> None:
-    """Add `accuracy` (top1 where present, else fp32_agreement), its 95% interval
+    """Add `accuracy` (the first of ACCURACY_METRICS a row has), its 95% interval
     (`accuracy_ci_low`, `accuracy_ci_high`) and `accuracy_metric` (which one) to a results
     frame, in place."""
     import pandas as pd
 
-    top1 = pd.to_numeric(df["top1"], errors="coerce")
-    agree = pd.to_numeric(df["fp32_agreement"], errors="coerce")
-    df["accuracy"] = top1.where(top1.notna(), agree)
-    for end in ("ci_low", "ci_high"):  # the chosen metric's 95% interval (NaN where none)
-        low_or_high = pd.to_numeric(df[f"top1_{end}"], errors="coerce")
-        other = pd.to_numeric(df[f"fp32_agreement_{end}"], errors="coerce")
-        df[f"accuracy_{end}"] = low_or_high.where(top1.notna(), other)
-    df["accuracy_metric"] = [
-        "top1" if t else ("fp32_agreement" if a else None)
-        for t, a in zip(top1.notna(), agree.notna(), strict=True)
-    ]
+    df["accuracy"] = df["accuracy_ci_low"] = df["accuracy_ci_high"] = float("nan")
+    df["accuracy_metric"] = None
+    for name in reversed(ACCURACY_METRICS):  # the first metric present wins: set it last
+        if name not in df:  # older stores lack newer metrics
+            continue
+        value = pd.to_numeric(df[name], errors="coerce")
+        has = value.notna()
+        df.loc[has, "accuracy"] = value[has]
+        for end in ("ci_low", "ci_high"):  # the chosen metric's 95% interval (NaN where none)
+            column = f"{name}_{end}"
+            bound = pd.to_numeric(df[column], errors="coerce") if column in df else value * math.nan
+            df.loc[has, f"accuracy_{end}"] = bound[has]
+        df.loc[has, "accuracy_metric"] = name
 
 
 def _text(value: Any) -> str:

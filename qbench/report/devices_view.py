@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qbench.report.charts import _colours, _i, _render
+from qbench.report.charts import METRIC_LABEL, _colours, _i, _render
 from qbench.report.data import is_missing
 from qbench.report.fmt import esc, num
 
@@ -305,12 +305,12 @@ def latency_accuracy_chart(ok: Any, colours: dict[str, str]) -> str:
 
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.06,
                         subplot_titles=("latency p50 per batch, ms (log)",
-                                        "accuracy: top-1, or agreement with fp32"))  # fmt: skip
+                                        "accuracy: top-1, agreement or within tol"))  # fmt: skip
     order = sorted({_label(r) for r in ok.itertuples()})
     for device in sorted(ok["device"].unique()):
         d = ok[ok["device"] == device]
         labels = [_label(r) for r in d.itertuples()]
-        metric = ["top-1" if m == "top1" else "agreement with fp32" if m else "none"
+        metric = [METRIC_LABEL.get(m, "none") if m else "none"
                   for m in d["accuracy_metric"]]  # fmt: skip
         power = [
             f"{p:.3g} W ({v})" if v in (MEASURED, ESTIMATED) else "no power figure"

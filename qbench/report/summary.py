@@ -7,12 +7,20 @@ From the latest ok row of each cell (data.prepare + latest_per_cell):
   at batch 1), and a speed-up is the reference's time over the cell's;
 - simulated cells (float kernels emulating integer ones) are never candidates: their latency is
   not that of the method;
-- accuracy is the group's own metric: top-1 where the reference has labels, else agreement
-  with fp32 (top-1 token agreement for a causal LM); its change is against the reference's
-  value, with the cell's 95% interval shifted the same way;
+- accuracy is the group's own metric (ModelSummary.metric, shown per model): top-1 where the
+  reference has labels, else agreement with fp32 (top-1 token agreement for a causal LM),
+  else, for an output of one value per input (a regression or score, which has no classes:
+  qbench.measure.fidelity), the share of inputs within tolerance of fp32 (fp32_within_tol);
+  its change is against the reference's value, with the cell's 95% interval shifted the same
+  way;
 - "within budget" holds when the interval's lower bound is at most `budget` below the
   reference's accuracy (default 0.01: one point): an estimate whose interval is too wide to
   show that is not taken, whatever its point value. fp32 cells meet any budget;
+- whatever the metric, a cell whose output SQNR against fp32 is below `sqnr_floor_db`
+  (default 10 dB: an error a third of the signal's RMS) is never within budget: a metric can
+  be blind to an error (argmax of a clipped output, a metric that misses what the user cares
+  about), and an output that far from fp32's is not the model any more. Working int8 models
+  measured here reach 13-30 dB; the broken ones that motivated the floor, 2.6 and -13 dB;
 - a pick's speed-up is checked where the run timed it against its reference in interleaved
   rounds (report.confirmed): the confirmed median and interval are shown beside the cells'
   ratio, and a ratio of two cells timed under different machine loads is flagged.
@@ -25,6 +33,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 DEFAULT_BUDGET = 0.01
+# Below this output SQNR against fp32 no cell is within budget, on any metric (see above).
+DEFAULT_SQNR_FLOOR_DB = 10.0
+METRICS = ("top1", "fp32_agreement", "fp32_within_tol")
 
 
 @dataclass
@@ -61,7 +72,7 @@ class Pick:
 class ModelSummary:
     model: str
     device: str
-    metric: str | None  # top1 or fp32_agreement (None: no accuracy measured)
+    metric: str | None  # one of METRICS: what judged the budget (None: no accuracy measured)
     reference_accuracy: float | None  # the best fp32's (1.0 for agreement)
     budget: float
     reference: Pick | None  # the best fp32
@@ -69,6 +80,7 @@ class ModelSummary:
     within_budget: Pick | None
     candidates: int  # native ok cells compared
     notes: list[str] = field(default_factory=list)
+    sqnr_floor_db: float = DEFAULT_SQNR_FLOOR_DB  # no cell below it is within budget
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -84,12 +96,14 @@ def summarize(
     budget: float = DEFAULT_BUDGET,
     metric: str | None = None,
     confirmations: dict[tuple[str, str], Any] | None = None,
+    sqnr_floor_db: float = DEFAULT_SQNR_FLOOR_DB,
 ) -> list[ModelSummary]:
     """One ModelSummary per (model, device) with an ok cell; `latest` is the prepared frame of
-    the latest row per cell. `metric` (top1 or fp32_agreement) judges the budget on that
-    metric where the cells have it; default: top-1 where the reference has labels."""
-    if metric not in (None, "top1", "fp32_agreement"):
-        raise ValueError(f"metric {metric!r}: expected top1 or fp32_agreement")
+    the latest row per cell. `metric` (one of METRICS) judges the budget on that metric where
+    the cells have it; default: top-1 where the reference has labels, else agreement, else
+    fp32_within_tol. No cell whose output SQNR is below `sqnr_floor_db` is within budget."""
+    if metric not in (None, *METRICS):
+        raise ValueError(f"metric {metric!r}: expected one of {', '.join(METRICS)}")
     from qbench.report.data import time_per_input
 
     if not 0 <= budget < 1:
@@ -99,7 +113,7 @@ def summarize(
     ok = ok[ok["_ms"].notna()]
     out = []
     for (model, device), group in ok.groupby(["model", "device"], sort=True):
-        out.append(_one(str(model), str(device), group, budget, metric))
+        out.append(_one(str(model), str(device), group, budget, metric, sqnr_floor_db))
     if confirmations is not None:  # speed-ups checked in interleaved rounds, and loads compared
         from qbench.report.confirmed import attach
 
@@ -107,7 +121,22 @@ def summarize(
     return out
 
 
-def _one(model: str, device: str, group: Any, budget: float, asked: str | None) -> ModelSummary:
+def _metric(native: Any, reference_row: Any, asked: str | None) -> str | None:
+    """The metric that judges a model: the one asked for where its cells have it, else top-1
+    where the reference has labels, else agreement, else within tolerance (outputs of one
+    value, where the first two are left empty because they cannot see the error)."""
+    if asked is not None and number(native[asked].max()) is not None:
+        return asked
+    if reference_row is not None and number(reference_row.get("top1")) is not None:
+        return "top1"
+    for name in ("fp32_agreement", "fp32_within_tol"):
+        if name in native and number(native[name].max()) is not None:
+            return name
+    return None
+
+
+def _one(model: str, device: str, group: Any, budget: float, asked: str | None,
+         floor: float = DEFAULT_SQNR_FLOOR_DB) -> ModelSummary:  # fmt: skip
     native = group[~group["simulated"].astype(bool)]
     notes = []
     simulated = len(group) - len(native)
@@ -115,18 +144,12 @@ def _one(model: str, device: str, group: Any, budget: float, asked: str | None) 
         notes.append(f"{simulated} simulated cell(s) left out: their latency is not the method's")
     fp32 = native[native["method"].astype(object).eq("fp32").fillna(False).astype(bool)]
     reference_row = fp32.loc[fp32["_ms"].idxmin()] if len(fp32) else None
-    metric = None
-    if asked is not None and number(native[asked].max()) is not None:
-        metric = asked
-    elif reference_row is not None and number(reference_row.get("top1")) is not None:
-        metric = "top1"
-    elif number(native["fp32_agreement"].max()) is not None:
-        metric = "fp32_agreement"
+    metric = _metric(native, reference_row, asked)
     ref_ms = None if reference_row is None else float(reference_row["_ms"])
     ref_acc = None
     if metric == "top1" and reference_row is not None:
         ref_acc = number(reference_row.get("top1"))
-    elif metric == "fp32_agreement":
+    elif metric in ("fp32_agreement", "fp32_within_tol"):
         ref_acc = 1.0  # fp32's agreement with itself
     if reference_row is None:
         notes.append("no native fp32 cell: speed-ups and accuracy changes are empty")
@@ -157,7 +180,17 @@ def _one(model: str, device: str, group: Any, budget: float, asked: str | None) 
     fastest = pick(native.loc[native["_ms"].idxmin()]) if len(native) else None
     within = None
     if ref_acc is not None and metric is not None:
-        eligible = native[meets_budget(native, metric, ref_acc, budget)]
+        eligible = native[meets_budget(native, metric, ref_acc, budget, floor)]
+        blind = below_floor(native, floor) & meets_budget(native, metric, ref_acc, budget, None)
+        if blind.any():
+            notes.append(
+                f"{int(blind.sum())} cell(s) whose {metric} interval meets the budget left out: "
+                f"output SQNR below the {floor:g} dB floor ("
+                + ", ".join(f"{m} on {b} {float(v):.1f} dB" for m, b, v in zip(
+                    native.loc[blind, "method_label"], native.loc[blind, "backend_label"],
+                    native.loc[blind, "output_sqnr_db"], strict=True))
+                + ")"
+            )  # fmt: skip
         if len(eligible):
             within = pick(eligible.loc[eligible["_ms"].idxmin()])
             if within.cell_id == (reference_row["cell_id"] if reference_row is not None else ""):
@@ -168,17 +201,35 @@ def _one(model: str, device: str, group: Any, budget: float, asked: str | None) 
     elif metric is None:
         notes.append("no accuracy measured: no configuration can be judged against a budget")
     return ModelSummary(model, device, metric, ref_acc, budget, None if reference_row is None
-                        else pick(reference_row), fastest, within, len(native), notes)  # fmt: skip
+                        else pick(reference_row), fastest, within, len(native), notes,
+                        floor)  # fmt: skip
 
 
-def meets_budget(rows: Any, metric: str, reference: float, budget: float) -> Any:
+def meets_budget(rows: Any, metric: str, reference: float, budget: float,
+                 sqnr_floor_db: float | None = DEFAULT_SQNR_FLOOR_DB) -> Any:  # fmt: skip
     """Per row (bool Series): the metric's 95% lower bound is at most `budget` below
-    `reference`. A row without an interval shows nothing and does not meet it; fp32 rows
-    (the reference method) always do."""
+    `reference`, and the output SQNR is not below `sqnr_floor_db` (None: no floor). A row
+    without an interval shows nothing and does not meet it; fp32 rows (the reference method)
+    do unless their SQNR is below the floor. A row without an SQNR (no fp32 reference to
+    compare with) is judged on the metric alone."""
     low = rows[f"{metric}_ci_low"].map(number)
     is_fp32 = rows["method"].astype(object).eq("fp32").fillna(False).astype(bool)
     shown = low.map(lambda v: v is not None and v >= reference - budget - 1e-12)
-    return (is_fp32 | shown).astype(bool)
+    passed = (is_fp32 | shown).astype(bool)
+    if sqnr_floor_db is None:
+        return passed
+    return (passed & ~below_floor(rows, sqnr_floor_db)).astype(bool)
+
+
+def below_floor(rows: Any, sqnr_floor_db: float) -> Any:
+    """Per row (bool Series): the output SQNR against fp32 was measured and is below the floor
+    (a NaN, or a missing column, is not: there was nothing to compare with)."""
+    import pandas as pd
+
+    if "output_sqnr_db" not in rows:
+        return pd.Series(False, index=rows.index)
+    sqnr = rows["output_sqnr_db"].map(number)
+    return sqnr.map(lambda v: v is not None and v < sqnr_floor_db).astype(bool)
 
 
 def number(value: Any) -> float | None:

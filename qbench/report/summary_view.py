@@ -8,7 +8,17 @@ from typing import Any
 from qbench.report.fmt import DASH, esc
 from qbench.report.summary import ModelSummary, Pick
 
-METRIC_NAME = {"top1": "top-1", "fp32_agreement": "agreement with fp32"}
+METRIC_NAME = {
+    "top1": "top-1",
+    "fp32_agreement": "agreement with fp32",
+    # outputs of one value per input: argmax agreement cannot see their error
+    "fp32_within_tol": "outputs within tolerance of fp32",
+}
+
+
+def metric_name(s: ModelSummary) -> str:
+    """What judged the model's budget, in words ("accuracy" where nothing was measured)."""
+    return METRIC_NAME.get(s.metric or "", s.metric or "accuracy")
 
 
 def _points(value: float | None) -> str:
@@ -51,16 +61,18 @@ def _mb(pick: Pick) -> str:
 
 def budget_text(s: ModelSummary) -> str:
     points = s.budget * 100
-    return f"{points:g} point{'' if points == 1 else 's'} below fp32 at the 95% lower bound"
+    return (f"{points:g} point{'' if points == 1 else 's'} below fp32 at the 95% lower bound, "
+            f"output SQNR at least {s.sqnr_floor_db:g} dB")  # fmt: skip
 
 
 def text_lines(summaries: list[ModelSummary]) -> list[str]:
-    """What `qbench run` prints at the end: two lines per model and device."""
+    """What `qbench run` prints at the end: two lines per model and device, the first saying
+    which metric judged the model."""
     lines = []
     for s in summaries:
-        head = f"{s.model} on {s.device}"
         ref = s.reference_accuracy
-        metric = METRIC_NAME.get(s.metric or "", "accuracy")
+        metric = metric_name(s)
+        head = f"{s.model} on {s.device} (judged on {metric if s.metric else 'nothing'})"
         if s.fastest is None:
             lines.append(f"  {head}: no native ok cell")
             continue
@@ -92,7 +104,8 @@ def summary_section(summaries: list[ModelSummary]) -> str:
     body = []
     for s in summaries:
         ref = s.reference_accuracy
-        metric = METRIC_NAME.get(s.metric or "", "accuracy")
+        metric = metric_name(s)
+        judged = f"judged on {metric}" if s.metric else "no accuracy measured"
         picks = (("fastest", s.fastest), ("within budget", s.within_budget),
                  ("best fp32", s.reference))  # fmt: skip
         first = True
@@ -103,7 +116,7 @@ def summary_section(summaries: list[ModelSummary]) -> str:
             if pick.accuracy_ci_low is not None and pick.accuracy_ci_high is not None:
                 acc += f" [{pick.accuracy_ci_low:.3f}–{pick.accuracy_ci_high:.3f}]"
             lead = (f'<td rowspan="{sum(p is not None for _, p in picks)}"><b>{esc(s.model)}</b>'
-                    f"<br>{esc(s.device)}<br><span class='muted'>{esc(metric)}</span></td>"
+                    f"<br>{esc(s.device)}<br><span class='muted metric'>{esc(judged)}</span></td>"
                     if first else "")  # fmt: skip
             first = False
             role_key = role.replace(" ", "-")
@@ -132,8 +145,11 @@ def summary_section(summaries: list[ModelSummary]) -> str:
         "per input: latency p50 / batch; per generated token for a causal LM), the fastest "
         f"whose accuracy stays within the budget ({esc('; '.join(budgets))}), and the best fp32 "
         "of any backend, which every speed-up is measured against. Simulated cells are never "
-        "candidates. The change is in points against that fp32, with the cell's 95% interval "
-        "shifted alike.</p>\n"
+        "candidates. Each model is judged on the metric under its name: top-1 where there are "
+        "labels, else agreement with fp32's top-1 class, else, for an output of one value per "
+        "input (no classes to agree on), the share of inputs within tolerance of fp32's output; "
+        "a cell whose output SQNR against fp32 is below the floor is never within budget. The "
+        "change is in points against that fp32, with the cell's 95% interval shifted alike.</p>\n"
         '<div class="scroll"><table class="summary"><thead><tr><th>model</th><th>pick</th>'
         "<th>configuration</th><th>speed-up vs best fp32</th><th>ms / input</th>"
         "<th>accuracy [95%]</th><th>change, points</th><th>size</th></tr></thead>"

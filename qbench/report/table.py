@@ -49,6 +49,22 @@ def _share(field: str) -> Callable[[Any], tuple[str, Any]]:
     return cell
 
 
+def _significant(value: Any) -> str:
+    v = num(value)
+    return DASH if v is None else f"{v:.3g}"
+
+
+def _agreement(r: Any) -> tuple[str, Any]:
+    """fp32_agreement, or, for an output of one value per input (which has no top-1 class to
+    agree on), the share within tolerance of fp32's, marked as such."""
+    if num(getattr(r, "fp32_agreement", None)) is None and num(
+            getattr(r, "fp32_within_tol", None)) is not None:  # fmt: skip
+        text, sort = _share("fp32_within_tol")(r)
+        tip = "within tolerance of fp32: |output - fp32's| <= fp32_tolerance"
+        return f'{text}<br><span class="ci" title="{esc(tip)}">within tol</span>', sort
+    return _share("fp32_agreement")(r)
+
+
 def _ratio(top: str, bottom: str) -> Callable[[Any], tuple[str, Any]]:
     def cell(r: Any) -> tuple[str, Any]:
         a, b = num(getattr(r, top)), num(getattr(r, bottom))
@@ -146,10 +162,11 @@ COLUMNS: tuple[Col, ...] = (
     Col(
         "fp32 agree",
         "num",
-        _share("fp32_agreement"),
+        _agreement,
         "n",
         "share of inputs whose top-1 class equals fp32's; under it its 95% interval (crops of "
-        "one photo count as one draw: accuracy_groups)",
+        "one photo count as one draw: accuracy_groups). An output of one value per input has no "
+        "class: there, the share of inputs within tolerance of fp32's output (marked within tol)",
     ),
     Col("artifact MB", "num", _number("artifact_bytes", fmt.mb), "n", "10⁶ bytes on disk"),
 )
@@ -165,6 +182,20 @@ DETAILS: tuple[Col, ...] = (
     Col("packed MB", "num", _number("packed_bytes", fmt.mb), "n"),
     Col("quant/compute nodes", "num", _ratio("quantized_nodes", "compute_nodes"), "n"),
     Col("SQNR dB", "num", _number("output_sqnr_db", lambda v: fmt.fixed(v, 1)), "n"),
+    Col(
+        "rel. RMS error",
+        "num",
+        _number("output_rel_rmse", lambda v: fmt.fixed(v, 3)),
+        "n",
+        "||output - fp32's|| / ||fp32's|| over the evaluation inputs",
+    ),
+    Col(
+        "tolerance",
+        "num",
+        _number("fp32_tolerance", _significant),
+        "n",
+        "absolute tolerance of within tol: 0.1 × the fp32 outputs' standard deviation",
+    ),
     Col("energy mJ/inf", "num", _energy, "n"),
 )
 

@@ -135,13 +135,22 @@ RESULT_COLUMNS: tuple[Column, ...] = (
     Column(
         "packed_bytes",
         "int64",
-        "theoretical size: bits x weights + codebooks + scales + zero points, other params fp32",
+        "methods that store quantized weights: the bytes the artifact's constants take at "
+        "their stored types (read back); fake-quant (float on disk): theoretical size, bits x "
+        "weights + codebooks + scales + zero points, other params fp32",
     ),
     Column("artifact_sha256", "string", "hash of the artifact"),
     Column("calib_sha256", "string", "hash of the calibration inputs (where used)"),
     Column("calib_samples", "int64", "calibration samples used"),
     Column("calib_outlier_fraction", "float64", "share of calibration inputs made outliers"),
     Column("quantized_nodes", "int64", "nodes running quantized kernels after optimisation"),
+    Column(
+        "quantized_tensors",
+        "int64",
+        "constants the artifact stores narrower than float32 (int8/uint8/int4/int16/float16...), "
+        "read back from the file after it was built",
+    ),
+    Column("float_tensors", "int64", "constants the artifact stores as float32/float64"),
     Column(
         "model_macs",
         "int64",
@@ -169,6 +178,12 @@ RESULT_COLUMNS: tuple[Column, ...] = (
     Column("latency_repeat_p50s_ms", "list<float64>", "median of each timing round, ms"),
     Column("latency_samples_ms", "list<float64>", "raw latency samples, ms"),
     Column("throughput_ips", "float64", "inputs per second: batch / mean latency"),
+    Column(
+        "input_shapes_json",
+        "string",
+        "JSON object: model input name -> the shape it was fed at in the timed call (a batched "
+        "input's axis 0 is the batch; a state or scalar input keeps its declared shape)",
+    ),
     Column("peak_rss_mb", "float64", "peak resident memory of the cell's process (VmHWM), MiB"),
     Column(
         "load_other_cores",
@@ -208,6 +223,30 @@ RESULT_COLUMNS: tuple[Column, ...] = (
         "1st percentile of the inputs' cosine similarity to fp32's outputs (the worst 1%)",
     ),
     Column("output_sqnr_db", "float64", "SQNR of outputs against fp32's, dB"),
+    Column(
+        "output_rel_rmse",
+        "float64",
+        "relative RMS error of outputs against fp32's over the evaluation set: "
+        "||ref - test|| / ||ref|| (= 10^(-SQNR/20))",
+    ),
+    Column(
+        "fp32_within_tol",
+        "float64",
+        "outputs of one value per input (regression, scores): share of inputs whose output is "
+        "within fp32_tolerance of fp32's; judges them where argmax agreement cannot",
+    ),
+    Column(
+        "fp32_within_tol_ci_low",
+        "float64",
+        "95% interval of fp32_within_tol, low (inputs drawn together count as one)",
+    ),
+    Column("fp32_within_tol_ci_high", "float64", "95% interval of fp32_within_tol, high"),
+    Column(
+        "fp32_tolerance",
+        "float64",
+        "the absolute tolerance of fp32_within_tol: 0.1 x the standard deviation of the fp32 "
+        "outputs over the evaluation inputs",
+    ),
     Column(
         "output_kind",
         "string",

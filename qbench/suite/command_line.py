@@ -23,6 +23,8 @@ _FIELDS_OF = {  # model parameter -> the flag that set it
     "factory": "--model",
     "weights": "--weights",
     "inputs": "--input",
+    "constants": "--input",
+    "batch_axes": "--input",
     "dataset": "--data",
 }
 _FLAGS = {
@@ -88,13 +90,45 @@ def _input(value: str) -> dict[str, Any]:
     return {"name": name, "shape": [int(d) for d in shape.split("x")], "dtype": dtype or "float32"}
 
 
+def _constant(value: str) -> tuple[str, Any]:
+    """(input name, value) of `--input NAME=VALUE`: the value is YAML (16000, 0.5, [1, 2])."""
+    name, _, raw = value.partition("=")
+    if not re.match(r"^[A-Za-z_][\w.\-/:]*$", name.strip()):
+        raise SuiteError(WHERE, None, "--input", f"{value!r}: expected NAME=VALUE, e.g. sr=16000")
+    try:
+        return name.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise SuiteError(WHERE, None, f"--input {name}", f"{raw!r} is not a YAML value") from None
+
+
+def _file_constants(values: Sequence[str] | None) -> dict[str, Any]:
+    """A model file's `constants` from --input NAME=VALUE (its inputs' shapes are the file's:
+    NAME:SHAPE is for a torch factory)."""
+    out = {}
+    for value in values or []:
+        if "=" not in value:
+            raise SuiteError(WHERE, None, "--input",
+                             f"{value!r}: a model file declares its own input shapes; give a "
+                             "constant input's value as NAME=VALUE, e.g. sr=16000")  # fmt: skip
+        name, constant = _constant(value)
+        out[name] = constant
+    return out
+
+
 def model_entry(value: str, args: argparse.Namespace, known: Sequence[str]) -> tuple[dict, str]:
     """(the suite's model entry, its format) for one --model value."""
     path = Path(value).expanduser()
     suffix = path.suffix.lower()
     if suffix in (".onnx", ".tflite"):
         name = "onnx_file" if suffix == ".onnx" else "tflite_file"
-        return {"name": name, "params": {"path": str(path.absolute())}}, suffix[1:]
+        file_params: dict[str, Any] = {"path": str(path.absolute())}
+        constants = _file_constants(getattr(args, "input", None))
+        if constants and name == "tflite_file":
+            raise SuiteError(WHERE, None, "--input", "a .tflite file's inputs are all batches "
+                             "along axis 0: NAME=VALUE is for a .onnx file")  # fmt: skip
+        if constants:
+            file_params["constants"] = constants
+        return {"name": name, "params": file_params}, suffix[1:]
     if suffix == ".gguf" or (path.is_dir() and (path / "config.json").is_file()):
         return {"name": "hf_local", "params": {"path": str(path.absolute())}}, "torch"
     if ":" in value and not path.exists():
@@ -105,6 +139,10 @@ def model_entry(value: str, args: argparse.Namespace, known: Sequence[str]) -> t
         if args.weights:
             params["weights"] = str(Path(args.weights).expanduser().absolute())
         if args.input:
+            if any("=" in v for v in args.input):
+                raise SuiteError(WHERE, None, "--input", "NAME=VALUE gives a constant to a "
+                                 "model file's input; a torch factory's inputs are "
+                                 "NAME:SHAPE[:DTYPE]")  # fmt: skip
             params["inputs"] = [_input(v) for v in args.input]
         return {"name": "torch_module", "params": params}, "torch"
     if value in known:
