@@ -12,7 +12,6 @@ ratios with its 95% interval, or says why a pick could not be confirmed.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from dataclasses import asdict, dataclass
@@ -88,12 +87,10 @@ def ratio_statistics(reference: list[float], pick: list[float]) -> dict[str, flo
     n = len(ordered)
     median = (ordered[(n - 1) // 2] + ordered[n // 2]) / 2
     low, high = median_ci(ratios)
-    logs = [math.log(r) for r in ratios]
-    p_value = 1.0
-    if any(v != 0 for v in logs):
-        from scipy.stats import wilcoxon
+    from qbench.measure.stats import slower_p_value
 
-        p_value = float(wilcoxon(logs, alternative="greater").pvalue)
+    kept = [(r, p) for r, p in zip(reference, pick, strict=True) if p > 0]
+    p_value = slower_p_value([p for _, p in kept], [r for r, _ in kept])  # the reference slower
     return {"speedup": median, "speedup_ci_low": low, "speedup_ci_high": high,
             "p_value": p_value}  # fmt: skip
 

@@ -1,4 +1,4 @@
-"""Statistics of raw latency samples (pure Python + numpy, no scipy)."""
+"""Statistics of raw latency samples (pure Python + numpy; scipy only where a test needs it)."""
 
 from __future__ import annotations
 
@@ -44,3 +44,15 @@ def summarize(samples_ms: Sequence[float]) -> dict[str, float]:
         "latency_ci_low_ms": low,
         "latency_ci_high_ms": high,
     }
+
+
+def slower_p_value(fast: list[float], slow: list[float]) -> float:
+    """One-sided p-value that `slow` is slower than `fast`: a Wilcoxon signed-rank test on the
+    per-round log ratios (paired: both were timed in the same round). 1.0 where every round
+    ties."""
+    from scipy.stats import wilcoxon
+
+    logs = [math.log(b / a) for a, b in zip(fast, slow, strict=True)]
+    if all(v == 0 for v in logs):
+        return 1.0
+    return float(wilcoxon(logs, alternative="greater").pvalue)

@@ -309,10 +309,13 @@ def _finals(contenders: list[Any], eligible: Any, config: TuneConfig, metric: st
             ) -> tuple[str, str, list[dict[str, Any]]]:  # fmt: skip
     """(winner cell id, why, per-finalist timings) from interleaved rounds in this process."""
     from qbench.agent import prepare
-    from qbench.tune.finals import interleave, open_runner, ratio, slower_p_value
+    from qbench.confirm.stage import open_runner
+    from qbench.measure.latency import interleaved_rounds
+    from qbench.measure.stats import slower_p_value
+    from qbench.tune.finals import ratio
 
     runners = {c.cell_id: open_runner(c, prepare(c)) for c in contenders}
-    p50s = interleave(runners, config.rounds, config.round_seconds)
+    p50s = interleaved_rounds(runners, config.rounds, 5, config.round_seconds)
     median = {cid: sorted(v)[len(v) // 2] for cid, v in p50s.items()}
     fastest = min(median, key=median.get)  # type: ignore[arg-type]
     rows = {r["cell_id"]: r for _, r in eligible.iterrows()}
