@@ -7,10 +7,13 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from tests.conftest import run_qbench, write_suite
 
 
+# slow: 20 s of hang timeouts; tests/test_faults.py covers crash and raise in the default run
+@pytest.mark.slow
 def test_crash_hang_and_raise_do_not_stop_the_run(tmp_path: Path, tiny_onnx: Path) -> None:
     suite = write_suite(
         tmp_path,

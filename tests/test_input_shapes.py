@@ -113,6 +113,9 @@ def test_batches_feed_a_fixed_input_whole() -> None:
     assert x["h"][1:2].shape == (2, 1, 3) and x["x"][1:2].shape == (1, 4)
 
 
+# slow: three real runs (40 s); test_batches_feed_a_fixed_input_whole checks the binding
+# in the default run
+@pytest.mark.slow
 def test_state_input_runs_at_its_declared_shape(models: Path) -> None:
     # the plan: the sibling with a dynamic batch runs every batch; the data fixed at 1 runs 1
     proc = run_qbench("run", "--model", "state.onnx", "--model", "state1.onnx", "--data",

@@ -301,6 +301,8 @@ def _rows(store: Path) -> pd.DataFrame:
     return pd.read_parquet(store / "results").set_index("cell_id")
 
 
+# slow: a real encoder through five methods (40 s)
+@pytest.mark.slow
 def test_run_an_encoder_on_torch_and_onnxruntime(files: dict[str, Path], tmp_path: Path) -> None:
     suite = write_suite(
         tmp_path,

@@ -95,6 +95,8 @@ def tuned(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"doc": json.loads(proc.stdout), "store": store, "winner": winner, "tmp": tmp}
 
 
+# slow: a whole tune (screen, full run, finals: 50 s)
+@pytest.mark.slow
 def test_every_trial_is_a_row_and_the_winner_meets_the_budget(tuned: dict[str, Any]) -> None:
     doc, store = tuned["doc"], tuned["store"]
     runs, results = load(store)
@@ -133,6 +135,8 @@ def test_every_trial_is_a_row_and_the_winner_meets_the_budget(tuned: dict[str, A
     assert 'id="summary"' in (tuned["tmp"] / "tune.html").read_text()
 
 
+# slow: reruns the tune's winner
+@pytest.mark.slow
 def test_the_winner_suite_reproduces_the_winner(tuned: dict[str, Any]) -> None:
     doc, tmp = tuned["doc"], tuned["tmp"]
     again = tmp / "again"
