@@ -40,7 +40,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 # the same interleaved rounds as `qbench tune`'s finals
-from qbench.tune.finals import interleave, ratio  # noqa: E402
+from qbench.measure.latency import interleaved_rounds  # noqa: E402
+from qbench.tune.finals import ratio  # noqa: E402
+
+
+def interleave(runners: dict, rounds: int, seconds: float) -> dict[str, list[float]]:
+    """Per-round median latency of every runner, in interleaved rounds (qbench's own loop)."""
+    return interleaved_rounds(runners, rounds, 5, seconds)
+
 
 # (label, backend, backend params, method, method params); the label names the variant.
 VARIANTS: list[tuple[str, str, dict[str, Any], str, dict[str, Any]]] = [
