@@ -133,6 +133,8 @@ def test_ctrl_c_or_sigterm_ends_the_cells_and_keeps_the_rows(
     assert sorted(results.status) == ["failed", "ok"]
 
 
+# slow: kill -9 and resume of a whole run (20 s)
+@pytest.mark.slow
 def test_kill_9_readers_resume(tmp_path: Path, tiny_onnx: Path) -> None:
     """kill -9 of qbench while a cell runs, after readers read the live store: the cell's
     processes die with it, every journalled row survives the readers, the next run sweeps the

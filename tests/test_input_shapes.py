@@ -146,6 +146,8 @@ def test_state_input_runs_at_its_declared_shape(models: Path) -> None:
 # --- scalar inputs ---------------------------------------------------------------------------
 
 
+# slow: real runs (35 s); the default run's benchmark smoke test runs a scalar input
+@pytest.mark.slow
 def test_scalar_input_from_the_data_or_a_constant(models: Path) -> None:
     # from the data: one sample rate per sample in the .npz, fed as a scalar
     code, doc, rows = _run(models, "vad", "--model", "vad.onnx", "--data", "vad.npz",

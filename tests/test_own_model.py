@@ -471,6 +471,8 @@ def test_every_kind_of_model_runs_end_to_end(own: Path) -> None:
     assert (own / "own.html").stat().st_size > 10_000
 
 
+# slow: several real command-line runs (17 s)
+@pytest.mark.slow
 def test_run_a_model_without_a_suite(own: Path, tmp_path: Path) -> None:
     proc = run_qbench(
         "run", "--model", str(own / "zoo.onnx"), "--data", str(own / "images"),

@@ -149,6 +149,8 @@ def _remote_entries(sshd: Sshd, folder: Path) -> list[str]:
     return listing.stdout.split()
 
 
+# slow: a suite twice, locally and over ssh (20 s)
+@pytest.mark.slow
 def test_suite_over_ssh_matches_local(sshd: Sshd, tmp_path: Path, tiny_onnx: Path) -> None:
     """Acceptance: the same cells through ssh give the same rows as the local runner."""
     remote_tmp = tmp_path / "remote-tmp"
