@@ -325,8 +325,9 @@ def _confirm(plan: Plan, rows: list[dict[str, Any]], prepared: dict[str, dict[st
 
     picks = summarize(latest_per_cell(prepare(rows_frame(rows))),
                       DEFAULT_BUDGET if budget is None else budget)  # fmt: skip
-    if progress and pairs(picks):
-        progress("confirm", None, {"pairs": len(pairs(picks))})
+    count = len(pairs(picks))
+    if progress and count:
+        progress("confirm", None, {"pairs": count})
     cells = {c.cell_id: c for c in plan.cells}
     return to_json(confirm_picks(picks, cells, prepared, executor, workroot, settings))
 
