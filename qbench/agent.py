@@ -271,10 +271,13 @@ def prepare(cell: Cell) -> dict[str, Any]:
         if fmt == "onnx":
             _check_onnx_loads(tmp, cell.method)
         from qbench.formats.audit import audit
+        from qbench.measure.fidelity import judged_output_note
 
         # read back what the artifact holds: a quantizing method's float-only file fails here
-        # (never cached), and its counts and stored packed_bytes replace any prediction
-        return {**(meta or {}), **audit(method, fmt, params, tmp)}
+        # (never cached), and its counts and stored packed_bytes replace any prediction; with
+        # several outputs, which one accuracy and fidelity judge (read once, kept in the meta)
+        return {**(meta or {}), **audit(method, fmt, params, tmp),
+                "judged_output_note": judged_output_note(tmp)}  # fmt: skip
 
     artifact_entry = cached_file("artifacts", key, suffix, build)
     artifact, cached = artifact_entry.path, artifact_entry.cached
@@ -297,12 +300,8 @@ def prepare(cell: Cell) -> dict[str, Any]:
     if macs_note:
         notes.append(macs_note)
     notes += binding_notes(spec, fields_of(eval_data))  # transposed, fixed and constant inputs
-    from qbench.measure.fidelity import judged_output_note
-
-    # several outputs: which one accuracy and fidelity judge (read here, where the artifact's
-    # format tools are loaded anyway, not in the measure process that holds one runtime)
-    judged = judged_output_note(artifact) if dataset.measures_fidelity else None
-    if judged:
+    judged = meta.pop("judged_output_note", None)  # read when the artifact was built
+    if judged and dataset.measures_fidelity:
         notes.append(judged)
     if reference_note:
         notes.append(reference_note)
