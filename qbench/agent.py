@@ -213,7 +213,12 @@ def prepare(cell: Cell) -> dict[str, Any]:
         probe_entry = _probe(loaded, source, dataset, spec)
 
     method = fam.methods.get(cell.method)()
-    params = method.Params(**cell.method_params)
+    fmt = cell.artifact_format
+    assert fmt is not None
+    # `auto` settings decided for the CPU this stage runs on (the device's): they enter the
+    # artifact's key and the row's described columns
+    cpu_flags = device_cpu()[0]["device_cpu_flags"] or []
+    params, cpu_notes = method.for_cpu(fmt, method.Params(**cell.method_params), cpu_flags)
     calib, calib_sha = None, None
     entries: list[CacheEntry] = []
     if method.needs_calibration(params):
@@ -239,8 +244,6 @@ def prepare(cell: Cell) -> dict[str, Any]:
         inputs=spec,
         calib_inputs=calib,
     )
-    fmt = cell.artifact_format
-    assert fmt is not None
     method_key = {"method": cell.method, "params": params.model_dump()}
     key = {
         "model_sha": loaded.sha256,
@@ -285,7 +288,7 @@ def prepare(cell: Cell) -> dict[str, Any]:
                 *([probe_entry] if probe_entry else [])]  # fmt: skip
     meta = read_meta(artifact)  # packed_bytes, layer_bits_json, artifact_notes, ...
     # a cache entry that failed its hash check was rebuilt: the row says so
-    notes = list(meta.get("artifact_notes", [])) + [e.note for e in entries if e.note]
+    notes = [*cpu_notes, *meta.get("artifact_notes", []), *(e.note for e in entries if e.note)]
     if loaded.onnx_path is not None and fmt == "onnx" and cell.method != "original":
         # what normalising the user's graph changed (the cached graph's metadata)
         notes += read_meta(fp32_onnx()).get("notes", [])
@@ -307,7 +310,9 @@ def prepare(cell: Cell) -> dict[str, Any]:
         notes.append(reference_note)
     meta["artifact_notes"] = notes
     artifact_sha = _entry_sha(artifact)
+    described = {k: v for k, v in method.describe(fmt, params).items() if k != "notes"}
     return {
+        **described,  # as decided for this CPU (for_cpu): bits_w of reduce_range=auto ...
         **meta,
         "model_macs": macs,
         "artifact_path": str(artifact),
@@ -534,8 +539,10 @@ def measure(cell: Cell, prepared: dict[str, Any]) -> dict[str, Any]:
             notes.append("top1 empty: an embedding has no classes, and without an fp32 "
                          "reference there is no probe to give it some")  # fmt: skip
         elif labels is not None:
+            # the fp32 outputs of the same inputs give the paired top1_change
+            ref_scores = None if reference is None or scores is None else scores(reference)
             row.update(accuracy(outputs if scores is None else scores(outputs), labels, groups,
-                                notes))  # fmt: skip
+                                notes, reference if scores is None else ref_scores))  # fmt: skip
         else:
             notes.append(prepared["label_note"])
     return _finish(row, notes, session)

@@ -15,6 +15,7 @@ from qbench.measure.fidelity import (
     WITHIN_TOLERANCE,
     accuracy,
     fidelity,
+    paired_change,
     relative_rms_error,
     sqnr_db,
     wilson_interval,
@@ -254,3 +255,59 @@ def test_a_model_of_several_outputs_says_which_one_is_judged(tmp_path: Path) -> 
     assert note is not None and "output 0 ('score') of 2 outputs" in note and "'state'" in note
     assert judged_output_note(model(["score"])) is None
     assert judged_output_note(tmp_path / "model.xml") is None  # a format it cannot read: silent
+
+
+# --- paired change of top-1 against fp32 --------------------------------------------------------
+
+
+def test_paired_change_counts_only_the_inputs_that_differ() -> None:
+    n = 1000
+    ref = np.zeros(n, bool)
+    ref[:800] = True  # fp32 right on 80%
+    cell = ref.copy()
+    cell[:10] = False  # the cell loses 10 inputs fp32 had right and gains 4
+    cell[800:804] = True
+    out = paired_change("top1_change", cell, ref)
+    assert out["top1_change"] == pytest.approx(-6 / n)
+    half = out["top1_change_ci_high"] - out["top1_change"]
+    assert out["top1_change"] - out["top1_change_ci_low"] == pytest.approx(half)
+    # 14 discordant of 1000: about ±0.7 points, far narrower than top-1's own ±2.5
+    assert 0.005 < half < 0.009
+    low, high = wilson_interval(cell.mean(), n)
+    assert half < (high - low) / 4
+
+
+def test_no_discordant_input_is_not_proof_of_no_change() -> None:
+    """Identical predictions on 200 inputs: the interval still spans about ±3/n (the rule of
+    three), not [0, 0]."""
+    hits = np.arange(200) % 3 == 0
+    out = paired_change("c", hits, hits)
+    assert out["c"] == 0.0
+    assert out["c_ci_low"] < -0.01 and out["c_ci_high"] > 0.01
+
+
+def test_paired_change_of_clustered_inputs_is_wider() -> None:
+    """Every loss in two of twenty photos: counting the photos as the draws widens the interval."""
+    n = 400
+    ref = np.ones(n, bool)
+    cell = ref.copy()
+    groups = np.arange(n) // 20
+    cell[:30] = False  # photos 0 and 1
+    iid = paired_change("c", cell, ref)
+    clustered = paired_change("c", cell, ref, groups)
+    assert iid["c"] == clustered["c"] == pytest.approx(-30 / n)
+    assert clustered["c_ci_low"] < iid["c_ci_low"] - 0.02
+
+
+def test_accuracy_adds_the_paired_change_with_a_reference() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 300)
+    reference = rng.normal(size=(300, 10))
+    reference[np.arange(300), labels] += 2.0  # fp32 mostly right
+    cell = reference.copy()
+    cell[:15] = rng.normal(size=(15, 10))  # 15 inputs scrambled
+    out = accuracy(cell, labels, reference=reference)
+    expected = float(np.mean(cell.argmax(1) == labels) - np.mean(reference.argmax(1) == labels))
+    assert out["top1_change"] == pytest.approx(expected) and expected < 0
+    assert out["top1_change_ci_low"] < expected < out["top1_change_ci_high"]
+    assert "top1_change" not in accuracy(cell, labels)

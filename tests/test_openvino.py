@@ -248,7 +248,10 @@ def test_nncf_int8_runs_int8_kernels_and_agrees_with_fp32(
     assert any("execution precision f32" in n for n in row["notes"])  # non-int8 parts stay f32
     assert agreement(session.predict({"input": digits["eval"]}), digits_fp32) >= 0.97
 
-    described = NNCF_INT8.describe("openvino", NNCF_INT8.Params(preset=preset))
+    # overflow_fix first_layer: 8-bit weights (auto decides per CPU in prepare)
+    described = NNCF_INT8.describe(
+        "openvino", NNCF_INT8.Params(preset=preset, overflow_fix="first_layer")
+    )
     assert described["act_dtype"] == ("int8" if preset == "performance" else "uint8")
     assert (described["bits_w"], described["bits_a"], described["weight_dtype"]) == (8, 8, "int8")
     assert NNCF_INT8.needs_calibration(NNCF_INT8.Params())

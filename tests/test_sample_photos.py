@@ -4,25 +4,49 @@ the accuracy intervals count as one draw (qbench.measure.fidelity)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
+from pydantic import ValidationError
 
-from qbench.datasets.sample_photos import CROPS_PER_PHOTO, PHOTO_COUNT, SamplePhotos
+from qbench.datasets.sample_photos import CROPS_PER_SIZE, PHOTO_COUNT, SamplePhotos
+
+# scikit-image's and scikit-learn's photos, and foolbox's 20 ImageNet ones (installed by setup)
+ALL_PHOTOS = PHOTO_COUNT + 20
 
 
 def test_eval_groups_are_the_photos_the_crops_come_from() -> None:
     dataset = SamplePhotos()
+    per = CROPS_PER_SIZE * 2  # two sizes by default: 256 and 320
     groups = dataset.groups("eval", None)
-    assert len(groups) == PHOTO_COUNT * CROPS_PER_PHOTO == 170
-    assert np.bincount(groups).tolist() == [CROPS_PER_PHOTO] * PHOTO_COUNT
-    # served interleaved: the first PHOTO_COUNT inputs are one crop of each photo, the next
-    # PHOTO_COUNT their mirror images
-    x, _ = dataset.load("eval", 2 * PHOTO_COUNT)
-    first = dataset.groups("eval", 2 * PHOTO_COUNT)
-    np.testing.assert_array_equal(first, groups[: 2 * PHOTO_COUNT])
-    for p in range(PHOTO_COUNT):
-        assert first[p] == first[PHOTO_COUNT + p] == p
-        np.testing.assert_array_equal(x[PHOTO_COUNT + p], x[p][:, :, ::-1])
+    assert len(groups) == ALL_PHOTOS * per == 740
+    assert np.bincount(groups).tolist() == [per] * ALL_PHOTOS
+    # served interleaved: the first ALL_PHOTOS inputs are one crop of each photo, the next
+    # ALL_PHOTOS their mirror images
+    x, _ = dataset.load("eval", 2 * ALL_PHOTOS)
+    first = dataset.groups("eval", 2 * ALL_PHOTOS)
+    np.testing.assert_array_equal(first, groups[: 2 * ALL_PHOTOS])
+    for p in range(ALL_PHOTOS):
+        assert first[p] == first[ALL_PHOTOS + p] == p
+        np.testing.assert_array_equal(x[ALL_PHOTOS + p], x[p][:, :, ::-1])
     # crops of different photos differ
     assert not np.allclose(x[0], x[1])
+
+
+def test_each_size_adds_ten_crops_per_photo() -> None:
+    one = SamplePhotos(SamplePhotos.Params(sizes=[256]))
+    x_one, _ = one.load("eval", None)
+    assert len(x_one) == ALL_PHOTOS * CROPS_PER_SIZE
+    x_two, _ = SamplePhotos().load("eval", None)
+    groups = SamplePhotos().groups("eval", None)
+    # the 256 centre crop of photo 0 is in both; the 320 ones are other pixels of the photo
+    np.testing.assert_array_equal(x_two[0], x_one[0])
+    photo0 = x_two[groups == 0]
+    assert len(photo0) == 2 * CROPS_PER_SIZE
+    assert not any(np.allclose(photo0[10], c) for c in photo0[:10])
+    with pytest.raises(ValidationError):
+        SamplePhotos.Params(sizes=[200])  # smaller than the 224 crop
+    # calibration crops come from the 17 non-ImageNet photos only (imagenet_samples
+    # calibrates on them and must never see a photo it evaluates)
+    assert set(SamplePhotos().groups("calib", 64).tolist()) == set(range(PHOTO_COUNT))
 
 
 def test_agent_inputs_carry_the_groups() -> None:
@@ -44,6 +68,7 @@ def test_agent_inputs_carry_the_groups() -> None:
 def test_imagenet_samples_are_labelled_crops_of_twenty_photos() -> None:
     from qbench.datasets.imagenet_samples import PHOTO_COUNT, ImagenetSamples, photo_files
 
+    per_photo = 2 * CROPS_PER_SIZE
     dataset = ImagenetSamples()
     files = photo_files()
     assert len(files) == PHOTO_COUNT == 20
@@ -52,9 +77,9 @@ def test_imagenet_samples_are_labelled_crops_of_twenty_photos() -> None:
     assert all(0 <= label < 1000 for _, label in files)
     x, y = dataset.load("eval", None)
     groups = dataset.groups("eval", None)
-    assert x.shape == (PHOTO_COUNT * CROPS_PER_PHOTO, 3, 224, 224) and x.dtype == np.float32
+    assert x.shape == (PHOTO_COUNT * per_photo, 3, 224, 224) and x.dtype == np.float32
     assert y is not None and len(y) == len(x) == len(groups)
-    assert np.bincount(groups).tolist() == [CROPS_PER_PHOTO] * PHOTO_COUNT
+    assert np.bincount(groups).tolist() == [per_photo] * PHOTO_COUNT
     labels = [label for _, label in files]
     np.testing.assert_array_equal(y, [labels[g] for g in groups])  # a crop has its photo's class
     # served interleaved: the first 20 are one crop of each photo, the next 20 their mirrors

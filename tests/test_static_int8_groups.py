@@ -363,7 +363,7 @@ def test_per_group_variants(
 
 
 def test_describe_and_execution() -> None:
-    p = STATIC.Params(group_size=32)
+    p = STATIC.Params(group_size=32, reduce_range=False)
     out = STATIC.describe("onnx", p)
     assert set(out) <= set(RESULT_COLUMN_NAMES)
     assert out["granularity"] == "per_group" and out["group_size"] == 32
@@ -371,7 +371,9 @@ def test_describe_and_execution() -> None:
     assert any("no blocked int8 Conv/Gemm kernel" in note for note in out["notes"])
     assert STATIC.execution("onnx", p) == "simulated"
 
-    both = STATIC.describe("onnx", STATIC.Params(group_size=32, activations="uint16"))
+    both = STATIC.describe(
+        "onnx", STATIC.Params(group_size=32, activations="uint16", reduce_range=False)
+    )
     assert len(both["notes"]) == 2 and both["bits_a"] == 16
     assert STATIC.describe("onnx", STATIC.Params(group_size=32, reduce_range=True))["bits_w"] == 7
 

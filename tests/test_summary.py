@@ -163,3 +163,39 @@ def test_the_budget_can_be_judged_on_agreement(store: Path) -> None:
     assert digits.within_budget.method == "fp32"
     with pytest.raises(ValueError, match="expected one of top1, fp32_agreement, fp32_within_tol"):
         summarize(latest_per_cell(prepare(results)), 0.01, metric="f1")
+
+
+def test_a_paired_change_judges_the_top1_budget(tmp_path: Path) -> None:
+    """The cell's own top-1 interval is too wide to show anything, but its paired change
+    against fp32 on the same inputs is tight: within budget at -0.4 [-0.8, 0.0]; a cell whose
+    paired interval reaches below -1 point is not, however good its own interval looks."""
+
+    def acc(top1: float, low: float, high: float, change: tuple[float, float, float] | None
+            ) -> dict[str, float]:  # fmt: skip
+        row = {"top1": top1, "top1_ci_low": low, "top1_ci_high": high}
+        if change:
+            row.update(zip(("top1_change", "top1_change_ci_low", "top1_change_ci_high"),
+                           change, strict=True))  # fmt: skip
+        return row
+
+    rows = [
+        _row("m", "fp32", "onnxruntime", p50=1.0, **acc(0.80, 0.70, 0.88, (0.0, -0.003, 0.003))),
+        _row(
+            "m",
+            "static_int8",
+            "onnxruntime",
+            p50=0.4,
+            **acc(0.796, 0.69, 0.88, (-0.004, -0.008, 0.0)),
+        ),
+        _row(
+            "m", "static_int8", "openvino", p50=0.3, **acc(0.80, 0.795, 0.805, (0.0, -0.02, 0.02))
+        ),
+    ]
+    _, results = load(write_store(tmp_path / "s", rows))
+    (m,) = summarize(latest_per_cell(prepare(results)), 0.01)
+    assert m.metric == "top1"
+    assert m.within_budget.backend == "onnxruntime" and m.within_budget.method == "static_int8"
+    assert (m.within_budget.change_ci_low, m.within_budget.change_ci_high) == (-0.008, 0.0)
+    assert m.within_budget.accuracy_change == pytest.approx(-0.004)
+    assert "-0.4 [-0.8, +0.0]" in "\n".join(text_lines([m]))
+    assert m.fastest.backend == "openvino"  # fastest, but its paired interval reaches -2 points

@@ -78,6 +78,13 @@ class Method:
         """Typed row columns for these parameters (bits_w, bits_a, granularity, ...)."""
         return {}
 
+    def for_cpu(self, fmt: str, params: Params, cpu_flags: list[str]) -> tuple[Params, list[str]]:
+        """These params with every `auto` setting decided for the CPU that will run the artifact
+        (ISA flags read where the prepare stage runs: the device's own), and a note for each
+        decision. The artifact's cache key and the row's described columns (bits_w ...) use
+        the result, so artifacts for CPUs that need different settings never mix."""
+        return params, []
+
     def stores_quantized(self, fmt: str, params: Params) -> bool:
         """Whether this method's artifact of `fmt` holds its weights in a type narrower than
         float32 (int8, int4, float16 ...): prepare then fails an artifact that holds none, and

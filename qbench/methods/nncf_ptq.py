@@ -38,6 +38,7 @@ from qbench.methods.packing import int8_weight_bits
 from qbench.models.base import format_name
 from qbench.params import Params
 from qbench.plugins import methods
+from qbench.quant.saturation import resolve_auto
 
 # bits of the element types NNCF stores weights, scales and zero points in
 _TYPE_BITS = {"u8": 8, "i8": 8, "u4": 4, "i4": 4, "f16": 16, "bf16": 16, "f32": 32}
@@ -103,6 +104,16 @@ class NncfInt8Params(Params):
         description="nncf.ModelType: transformer keeps the ops NNCF's transformer scheme keeps "
         "in float (softmax, layer norm inputs, ...)",
     )
+    overflow_fix: Literal["auto", "enable", "first_layer", "disable"] = Field(
+        default="auto",
+        description="NNCF's overflow fix (7-bit weights against the int16 saturation of u8s8 "
+        "kernels on x86 CPUs without VNNI/AMX): enable = every layer, first_layer = the first "
+        "only (NNCF's default), disable = none; auto: enable where the CPU that prepares the "
+        "cell (the device) saturates (qbench.quant.saturation), else NNCF's default",
+    )
+
+
+_OVERFLOW_FIX = {"enable": "ENABLE", "first_layer": "FIRST_LAYER", "disable": "DISABLE"}
 
 
 @methods.register
@@ -112,6 +123,19 @@ class NncfInt8(_NncfMethod):
     Params = NncfInt8Params
     uses_calibration = True
     calibrates_exported_graph = ("openvino",)
+
+    def for_cpu(self, fmt: str, params: Params, cpu_flags: list[str]) -> tuple[Params, list[str]]:
+        assert isinstance(params, NncfInt8Params)
+        if params.overflow_fix != "auto":
+            return params, []
+        seven, why = resolve_auto("auto", cpu_flags)
+        if not seven:
+            return params.model_copy(update={"overflow_fix": "first_layer"}), []
+        note = (
+            f"overflow_fix auto: enable (7-bit weights in every layer), because {why} "
+            "(NNCF's and OpenVINO's documented workaround)"
+        )
+        return params.model_copy(update={"overflow_fix": "enable"}), [note]
 
     def describe(self, fmt: str, params: Params) -> dict[str, Any]:
         assert isinstance(params, NncfInt8Params)
@@ -126,7 +150,8 @@ class NncfInt8(_NncfMethod):
             else "asymmetric activations (uint8 with a zero point per tensor)",
         ]
         return {
-            "bits_w": 8,
+            # enable: 7-bit weights everywhere; first_layer: the first layer's only
+            "bits_w": {"enable": 7, "first_layer": 8, "disable": 8}.get(params.overflow_fix),
             "bits_a": 8,
             "granularity": "per_channel",
             "calibrator": "mean_minmax",
@@ -161,6 +186,7 @@ class NncfInt8(_NncfMethod):
                 model_type=nncf.ModelType.TRANSFORMER
                 if params.model_type == "transformer"
                 else None,
+                advanced_parameters=_advanced(params),
             )
         fq = sum(op.get_type_name() == "FakeQuantize" for op in quantized.get_ordered_ops())
         weights = compute_weights(quantized)
@@ -169,13 +195,25 @@ class NncfInt8(_NncfMethod):
             raise ValueError(f"NNCF quantized nothing in model {ctx.model_name} (no "
                              "Convolution/MatMul input to quantize)")  # fmt: skip
         save_model(quantized, out, {"inference_precision": "f32", "producer": self.name})
-        note = (f"{_versions()}: nncf.quantize ({params.preset} preset, {subset} of "
+        note = (f"{_versions()}: nncf.quantize ({params.preset} preset, overflow fix "
+                f"{params.overflow_fix}, {subset} of "
                 f"{count(calibration)} calibration samples), {fq} FakeQuantize on activations, "
                 f"{int8} of {len(weights)} Convolution/MatMul weights int8")  # fmt: skip
         return {
             "packed_bytes": packed_bytes(ctx, int8_weight_bits(8, True)),
             "artifact_notes": [note],
         }
+
+
+def _advanced(params: NncfInt8Params) -> Any:
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        OverflowFix,
+    )
+
+    # for_cpu decided `auto` before the build; a direct make() call takes NNCF's default
+    fix = "first_layer" if params.overflow_fix == "auto" else params.overflow_fix
+    return AdvancedQuantizationParameters(overflow_fix=OverflowFix[_OVERFLOW_FIX[fix]])
 
 
 class NncfWeightsParams(Params):

@@ -48,6 +48,7 @@ from qbench.methods.base import (
 from qbench.methods.packing import int8_weight_bits
 from qbench.params import Params
 from qbench.plugins import methods
+from qbench.quant.saturation import resolve_auto
 
 
 class StaticInt8Params(Params):
@@ -105,10 +106,12 @@ class StaticInt8Params(Params):
     quant_format: Literal["qdq", "qoperator"] = Field(
         default="qdq", description="ONNX: QuantizeLinear/DequantizeLinear pairs or QLinear ops"
     )
-    reduce_range: bool = Field(
-        default=False,
-        description="ONNX: 7-bit weights, which avoids int16 saturation of u8s8 kernels on x86 "
-        "without VNNI (torch's x86 path always reduces the activation range)",
+    reduce_range: bool | Literal["auto"] = Field(
+        default="auto",
+        description="ONNX: 7-bit weights, which avoids the int16 saturation of u8s8 kernels on "
+        "x86 CPUs without VNNI/AMX; auto: 7-bit exactly where the CPU that prepares the cell "
+        "(the device) saturates (qbench.quant.saturation), noted in the row; LiteRT and torch "
+        "paths take auto only (torch's x86 path always reduces the activation range)",
     )
     equalize: bool = Field(
         default=False,
@@ -283,6 +286,21 @@ class StaticInt8(Method):
     # torchao's PT2E flow by default (torch_flow; fx builds version 5's torch artifact).
     version = 7
 
+    def for_cpu(self, fmt: str, params: Params, cpu_flags: list[str]) -> tuple[Params, list[str]]:
+        assert isinstance(params, StaticInt8Params)
+        if params.reduce_range != "auto":
+            return params, []
+        if fmt != "onnx":  # LiteRT's and torch's paths have no 7-bit weight setting
+            return params.model_copy(update={"reduce_range": False}), []
+        seven, why = resolve_auto(params.reduce_range, cpu_flags)
+        if not seven:
+            return params.model_copy(update={"reduce_range": False}), []
+        note = (
+            f"reduce_range auto: 7-bit weights, because {why} (ORT's and OpenVINO's "
+            "documented workaround; 8-bit weights would be computed wrongly here)"
+        )
+        return params.model_copy(update={"reduce_range": True}), [note]
+
     def execution(self, fmt: str, params: Params) -> str:
         assert isinstance(params, StaticInt8Params)
         # ORT's CPU has no 16-bit QLinear kernels and no blocked (per-group) int8 Conv/Gemm:
@@ -298,7 +316,8 @@ class StaticInt8(Method):
         if fmt == "torch":
             return _describe_torch(params)
         row: dict[str, Any] = {
-            "bits_w": 7 if params.reduce_range else 8,
+            # auto: decided per device in prepare (for_cpu), which fills the row's bits_w
+            "bits_w": {True: 7, False: 8}.get(params.reduce_range),  # type: ignore[arg-type]
             "bits_a": 16 if params.activations.endswith("16") else 8,
             "granularity": "per_channel" if params.per_channel else "per_tensor",
             "calibrator": params.calibrator,
@@ -435,7 +454,8 @@ class StaticInt8(Method):
                 per_channel=params.per_channel,
                 activation_type=QUANT_TYPES[params.activations],
                 weight_type=QuantType.QInt8,
-                reduce_range=params.reduce_range,
+                # prepare decided `auto` (for_cpu); a direct make() call builds 8-bit
+                reduce_range=params.reduce_range is True,
                 calibrate_method=settings.cache_method,
                 extra_options={"ActivationSymmetric": params.activation_symmetric},
                 calibration_cache_path=cache,
@@ -454,7 +474,7 @@ class StaticInt8(Method):
         from qbench.methods._blocked_qdq import block_weights
 
         assert params.group_size is not None
-        summary = block_weights(qdq, fp32, out, params.group_size, params.reduce_range)
+        summary = block_weights(qdq, fp32, out, params.group_size, params.reduce_range is True)
         note = (
             f"per-group weights: {len(summary['blocked'])} Conv/Gemm/MatMul weights in groups "
             f"of {params.group_size} (opset-{summary['opset']} blocked DequantizeLinear)"
@@ -600,7 +620,7 @@ def _tflite_unsupported(params: StaticInt8Params) -> str | None:
     if params.quant_format != "qdq":
         reasons.append("quant_format=qoperator is an ONNX setting; the LiteRT path takes the "
                        "default only")  # fmt: skip
-    if params.reduce_range:
+    if params.reduce_range is True:
         reasons.append("LiteRT path has no reduce_range (7-bit weights)")
     return "; ".join(reasons) or None
 

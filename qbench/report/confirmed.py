@@ -70,6 +70,8 @@ def load_note(role: str, pick: Any, ref: Any) -> str | None:
     a, b = ref.load_other_cores, pick.load_other_cores
     if a is None or b is None or abs(a - b) <= LOAD_DIFFERENCE_CORES:
         return None
-    return (f"{role} {pick.method} on {pick.backend}: timed while other processes took "
-            f"{b:.2f} CPUs, its fp32 reference while they took {a:.2f} CPUs: the cells' ratio "
-            f"({pick.speedup:.2f}×) mixes two loads; trust the interleaved confirmation")
+    return (
+        f"{role} {pick.method} on {pick.backend}: timed while other processes took "
+        f"{b:.2f} CPUs, its fp32 reference while they took {a:.2f} CPUs: the cells' ratio "
+        f"({pick.speedup:.2f}×) mixes two loads; trust the interleaved confirmation"
+    )

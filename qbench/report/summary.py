@@ -57,6 +57,10 @@ class Pick:
     execution: str
     run_id: str | None = None  # the run that measured the row
     load_other_cores: float | None = None  # other processes' load while it was timed
+    # the paired change against fp32 on the same inputs (top1_change) and its interval, where
+    # measured: what the budget judged (None: the cell's own interval shifted by the reference)
+    change_ci_low: float | None = None
+    change_ci_high: float | None = None
     # the pick timed against the reference in interleaved rounds (report.confirmed)
     confirmed_speedup: float | None = None
     confirmed_ci_low: float | None = None
@@ -158,6 +162,9 @@ def _one(model: str, device: str, group: Any, budget: float, asked: str | None,
         acc = number(row.get(metric)) if metric else None
         low = number(row.get(f"{metric}_ci_low")) if metric else None
         high = number(row.get(f"{metric}_ci_high")) if metric else None
+        change, change_low, change_high = _paired(row, metric)
+        if change is None and acc is not None and ref_acc is not None:
+            change = acc - ref_acc
         return Pick(
             cell_id=str(row["cell_id"]),
             method=str(row["method_label"]),
@@ -169,12 +176,14 @@ def _one(model: str, device: str, group: Any, budget: float, asked: str | None,
             accuracy=acc,
             accuracy_ci_low=low,
             accuracy_ci_high=high,
-            accuracy_change=None if acc is None or ref_acc is None else acc - ref_acc,
+            accuracy_change=change,
             artifact_bytes=None if number(row.get("artifact_bytes")) is None
             else int(row["artifact_bytes"]),
             execution=str(row.get("execution") or ""),
             run_id=None if row.get("run_id") is None else str(row.get("run_id")),
             load_other_cores=number(row.get("load_other_cores")),
+            change_ci_low=change_low,
+            change_ci_high=change_high,
         )  # fmt: skip
 
     fastest = pick(native.loc[native["_ms"].idxmin()]) if len(native) else None
@@ -205,14 +214,38 @@ def _one(model: str, device: str, group: Any, budget: float, asked: str | None,
                         floor)  # fmt: skip
 
 
+# Metrics with a paired change against fp32 measured on the same inputs (measure.fidelity's
+# paired_change): its interval is what the budget judges where a row has it.
+PAIRED_CHANGE = {"top1": "top1_change"}
+
+
+def _paired(row: Any, metric: str | None) -> tuple[float | None, float | None, float | None]:
+    """(change, low, high) of the row's paired change for `metric`, or Nones."""
+    name = PAIRED_CHANGE.get(metric or "")
+    if name is None:
+        return None, None, None
+    low, high = number(row.get(f"{name}_ci_low")), number(row.get(f"{name}_ci_high"))
+    if low is None or high is None:
+        return None, None, None
+    return number(row.get(name)), low, high
+
+
 def meets_budget(rows: Any, metric: str, reference: float, budget: float,
                  sqnr_floor_db: float | None = DEFAULT_SQNR_FLOOR_DB) -> Any:  # fmt: skip
     """Per row (bool Series): the metric's 95% lower bound is at most `budget` below
-    `reference`, and the output SQNR is not below `sqnr_floor_db` (None: no floor). A row
-    without an interval shows nothing and does not meet it; fp32 rows (the reference method)
-    do unless their SQNR is below the floor. A row without an SQNR (no fp32 reference to
-    compare with) is judged on the metric alone."""
+    `reference`, and the output SQNR is not below `sqnr_floor_db` (None: no floor). Where the
+    row has a paired change against fp32 on the same inputs (top1_change), its lower bound
+    must be at least -budget instead: the two accuracies share which inputs are hard, and only
+    the pairing removes that shared spread. A row without an interval shows nothing and does
+    not meet it; fp32 rows (the reference method) do unless their SQNR is below the floor. A
+    row without an SQNR (no fp32 reference to compare with) is judged on the metric alone."""
     low = rows[f"{metric}_ci_low"].map(number)
+    if metric in PAIRED_CHANGE:
+        paired = rows.apply(lambda r: _paired(r, metric)[1], axis=1) if len(rows) else low
+        low = [low.iloc[i] if p is None else reference + p for i, p in enumerate(paired)]
+        import pandas as pd
+
+        low = pd.Series(low, index=rows.index, dtype=object)
     is_fp32 = rows["method"].astype(object).eq("fp32").fillna(False).astype(bool)
     shown = low.map(lambda v: v is not None and v >= reference - budget - 1e-12)
     passed = (is_fp32 | shown).astype(bool)

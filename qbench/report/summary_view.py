@@ -30,6 +30,9 @@ def _change(pick: Pick, reference: float | None) -> str:
     if pick.accuracy_change is None or reference is None:
         return DASH
     text = _points(pick.accuracy_change)
+    if pick.change_ci_low is not None and pick.change_ci_high is not None:
+        # paired against fp32 on the same inputs: its own interval
+        return text + f" [{_points(pick.change_ci_low)}, {_points(pick.change_ci_high)}]"
     if pick.accuracy_ci_low is not None and pick.accuracy_ci_high is not None:
         text += f" [{_points(pick.accuracy_ci_low - reference)}, "
         text += f"{_points(pick.accuracy_ci_high - reference)}]"

@@ -202,6 +202,18 @@ RESULT_COLUMNS: tuple[Column, ...] = (
         "95% interval of top1, low (inputs drawn together count as one: see accuracy_groups)",
     ),
     Column("top1_ci_high", "float64", "95% interval of top1, high"),
+    Column(
+        "top1_change",
+        "float64",
+        "paired change of top-1 against the fp32 reference on the same inputs (cell's top-1 "
+        "minus fp32's), what the summary's top-1 budget judges",
+    ),
+    Column(
+        "top1_change_ci_low",
+        "float64",
+        "95% interval of top1_change, low (paired: only inputs where the two differ move it)",
+    ),
+    Column("top1_change_ci_high", "float64", "95% interval of top1_change, high"),
     Column("fp32_agreement", "float64", "share of inputs whose top-1 class equals fp32's"),
     Column(
         "fp32_agreement_ci_low",
