@@ -284,6 +284,10 @@ def test_no_discordant_input_is_not_proof_of_no_change() -> None:
     out = paired_change("c", hits, hits)
     assert out["c"] == 0.0
     assert out["c_ci_low"] < -0.01 and out["c_ci_high"] > 0.01
+    # 200 crops of 20 photos, all concordant: the photos are the draws (as agreement counts
+    # them), so the interval is as wide as 3 discordant photos of 20 would make it
+    grouped = paired_change("c", hits, hits, np.arange(200) // 10)
+    assert grouped["c_ci_low"] < 10 * out["c_ci_low"] / 2
 
 
 def test_paired_change_of_clustered_inputs_is_wider() -> None:

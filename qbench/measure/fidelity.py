@@ -315,7 +315,8 @@ def paired_change(name: str, hits: np.ndarray, reference_hits: np.ndarray,
     than the two accuracies' own intervals (McNemar's setting). Its variance is the larger of
     the cluster-robust one (inputs cropped from one photo are one draw: `groups`, Student's t
     with groups − 1 degrees of freedom) and that of MIN_DISCORDANT independent discordant
-    inputs, so no discordance observed never reads as no change proven beyond 3 / n."""
+    draws, so no discordance observed never reads as no change proven beyond 3 / n (3 / the
+    number of groups where inputs are grouped, as effective_samples counts them)."""
     d = np.asarray(hits, dtype=np.float64).reshape(-1) - np.asarray(
         reference_hits, dtype=np.float64
     ).reshape(-1)
@@ -323,9 +324,14 @@ def paired_change(name: str, hits: np.ndarray, reference_hits: np.ndarray,
     if n == 0:
         return {}
     mean = float(d.mean())
+    draws = n
+    if groups is not None and not d.any():
+        # as effective_samples: with no discordance there is no spread to measure the
+        # clustering by, and the photos, not the crops, are the draws
+        draws = len(np.unique(np.asarray(groups).reshape(-1)))
     discordant = max(float(np.count_nonzero(d)), MIN_DISCORDANT)
-    # the sample variance of d (sum of d² = the discordant count) over n: Var of the mean
-    variance = max(discordant - n * mean * mean, 0.0) / (max(n - 1, 1) * n)
+    # the sample variance of d (sum of d² = the discordant count) over the draws: Var of the mean
+    variance = max(discordant - draws * mean * mean, 0.0) / (max(draws - 1, 1) * draws)
     z = Z95
     if groups is not None:
         ids, index = np.unique(np.asarray(groups).reshape(-1), return_inverse=True)
