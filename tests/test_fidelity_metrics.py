@@ -284,10 +284,13 @@ def test_no_discordant_input_is_not_proof_of_no_change() -> None:
     out = paired_change("c", hits, hits)
     assert out["c"] == 0.0
     assert out["c_ci_low"] < -0.01 and out["c_ci_high"] > 0.01
-    # 200 crops of 20 photos, all concordant: the photos are the draws (as agreement counts
-    # them), so the interval is as wide as 3 discordant photos of 20 would make it
+    # grouped: no spread to measure the clustering by; as wide as three discordant crops in
+    # three photos would make it (Student's t with 19 degrees of freedom, not the normal)
     grouped = paired_change("c", hits, hits, np.arange(200) // 10)
-    assert grouped["c_ci_low"] < 10 * out["c_ci_low"] / 2
+    assert out["c_ci_low"] > grouped["c_ci_low"] > 1.1 * out["c_ci_low"]
+    three = hits.copy()
+    three[[0, 30, 60]] = False  # three losses, in three photos
+    assert paired_change("c", three, hits, np.arange(200) // 10)["c_ci_low"] < grouped["c_ci_low"]
 
 
 def test_paired_change_of_clustered_inputs_is_wider() -> None:

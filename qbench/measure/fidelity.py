@@ -176,8 +176,11 @@ def wilson_interval(p: float, n: float, z: float = Z95) -> tuple[float, float]:
 def effective_samples(hits: np.ndarray, groups: np.ndarray | None) -> tuple[float, int]:
     """(effective sample size, number of groups) of 0/1 `hits` drawn in `groups` (one id per
     input; None: every input its own group), between 1 and the number of inputs. Where every
-    input agrees (or none does) there is no spread to measure the clustering by, and the count
-    of groups is taken: what a sample of that many independent draws would show."""
+    input agrees (or none does) there is no spread to measure the clustering by, and every
+    input counts, as one disagreeing input would show (its group's excess is 1 / n²: a design
+    effect of 1). Taking the count of groups instead made a cell with no disagreement ten
+    times less certain than one with a single disagreement, ranking the perfect cell below
+    the imperfect one; simulated coverage of the two rules is the same (tests/test_measure)."""
     y = np.asarray(hits, dtype=np.float64).reshape(-1)
     n = len(y)
     if groups is None:
@@ -191,7 +194,7 @@ def effective_samples(hits: np.ndarray, groups: np.ndarray | None) -> tuple[floa
     sizes = np.bincount(index, minlength=count).astype(np.float64)
     variance = count / (count - 1) * float(np.sum((sums - p * sizes) ** 2)) / (n * n)
     if p * (1 - p) == 0:
-        return float(count), count
+        return float(n), count
     if variance <= 0:  # every group holds the same share of hits: no clustering to discount
         return float(n), count
     return float(min(max(p * (1 - p) / variance, 1.0), n)), count
@@ -315,8 +318,7 @@ def paired_change(name: str, hits: np.ndarray, reference_hits: np.ndarray,
     than the two accuracies' own intervals (McNemar's setting). Its variance is the larger of
     the cluster-robust one (inputs cropped from one photo are one draw: `groups`, Student's t
     with groups − 1 degrees of freedom) and that of MIN_DISCORDANT independent discordant
-    draws, so no discordance observed never reads as no change proven beyond 3 / n (3 / the
-    number of groups where inputs are grouped, as effective_samples counts them)."""
+    inputs, so no discordance observed never reads as no change proven beyond 3 / n."""
     d = np.asarray(hits, dtype=np.float64).reshape(-1) - np.asarray(
         reference_hits, dtype=np.float64
     ).reshape(-1)
@@ -324,11 +326,7 @@ def paired_change(name: str, hits: np.ndarray, reference_hits: np.ndarray,
     if n == 0:
         return {}
     mean = float(d.mean())
-    draws = n
-    if groups is not None and not d.any():
-        # as effective_samples: with no discordance there is no spread to measure the
-        # clustering by, and the photos, not the crops, are the draws
-        draws = len(np.unique(np.asarray(groups).reshape(-1)))
+    draws = n  # with no discordance every input counts, as effective_samples has it
     discordant = max(float(np.count_nonzero(d)), MIN_DISCORDANT)
     # the sample variance of d (sum of d² = the discordant count) over the draws: Var of the mean
     variance = max(discordant - draws * mean * mean, 0.0) / (max(draws - 1, 1) * draws)
