@@ -568,6 +568,7 @@ def _measure_lm(cell: Cell, prepared: dict[str, Any], backend: Any, session: Any
     agreement against the fp32 reference (qbench.measure.llm)."""
     from qbench.measure.energy import EnergyRecorder
     from qbench.measure.llm import measure_quality, measure_speed, open_reference, prompts
+    from qbench.measure.load import LoadWindow
     from qbench.measure.memory import peak_rss_mb
 
     windows = first(eval_x)
@@ -581,7 +582,8 @@ def _measure_lm(cell: Cell, prepared: dict[str, Any], backend: Any, session: Any
     energy = EnergyRecorder(cell.power, cell.device, cell.device_kind)
     try:
         energy.idle()
-        with energy.window():
+        # what else ran meanwhile, as for every timed cell: ratios across loads get flagged
+        with energy.window(), LoadWindow() as load:
             speed, speed_notes = measure_speed(lm, by_length, m)
     finally:
         energy.close()
@@ -595,6 +597,7 @@ def _measure_lm(cell: Cell, prepared: dict[str, Any], backend: Any, session: Any
         # cell's working set)
         "peak_rss_mb": peak_rss_mb(),
         **power,
+        **load.columns(),
     }
     notes += speed_notes + energy.row_notes(power)
     quality, quality_notes = measure_quality(

@@ -419,6 +419,7 @@ def test_run_a_causal_lm_token_by_token(files: dict[str, Path], tmp_path: Path) 
         assert row.decode_tps > 0 and row.decode_p50_ms <= row.decode_p99_ms
         assert row.latency_p50_ms == row.decode_p50_ms and row.iters >= 8
         assert row.perplexity_tokens == 4 * 31 and row.peak_rss_mb > 0
+        assert row.load_other_cores >= 0 and row.load_steal_cores >= 0  # as every timed cell
     compiled = rows.loc["tiny_llama/fp32/torch[compile=True]/local/b1/t1"]
     assert compiled.status == "ok", compiled.error
     assert compiled.compile_s > 0 and compiled.kld_mean == fp32.kld_mean
