@@ -65,6 +65,20 @@ _FOLDERS = ("models", "datasets", "methods", "backends", "power", "transports", 
 _loaded = False
 
 
+def load_builtin(folder: str, family: str, wanted: tuple[str, ...] = ()) -> Families:
+    """Import the built-in members of one family's folder only (e.g. "power", "power_meters"):
+    a process that needs one family (the measure stage's power meters) does not import every
+    backend's runtime. Where a `wanted` member is not built in (a plugin's), load_all."""
+    registry = FAMILIES.by_name(family)
+    package = importlib.import_module(f"qbench.{folder}")
+    for info in pkgutil.iter_modules(package.__path__):
+        if not info.name.startswith("_") and info.name != "base":
+            importlib.import_module(f"qbench.{folder}.{info.name}")
+    if any(name not in registry for name in wanted):
+        return load_all()
+    return FAMILIES
+
+
 def load_all() -> Families:
     """Import built-in members, entry points and QBENCH_PLUGINS modules (once per process)."""
     global _loaded

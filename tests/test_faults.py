@@ -131,6 +131,11 @@ def test_ctrl_c_or_sigterm_ends_the_cells_and_keeps_the_rows(
     results = pd.read_parquet(store / "results")  # finalised: plain Parquet, no journal left
     assert not list((store / "journal").glob("*.jsonl"))
     assert sorted(results.status) == ["failed", "ok"]
+    # stopped with a cell not measured: interrupted (as after kill -9), never finished
+    from qbench.store.parquet import load
+
+    runs, _ = load(store)
+    assert list(runs.run_state) == ["interrupted"] and runs.finished_at.isna().all()
 
 
 # slow: kill -9 and resume of a whole run (20 s)
@@ -276,7 +281,7 @@ def test_suite_name_cannot_place_the_report_outside_reports(tmp_path: Path) -> N
     assert not list(tmp_path.glob("**/escaped.html"))[1:]
 
 
-def _one_cell(tmp_path: Path, backend: str) -> tuple[Path, dict[str, str]]:
+def _one_cell(tmp_path: Path, backend: str, power: str = "off") -> tuple[Path, dict[str, str]]:
     """A folder holding cell.json of digits_cnn fp32 on `backend`, and the agent's env."""
     from qbench.plan import build_plan
     from qbench.suite.loader import load_suite
@@ -289,7 +294,7 @@ def _one_cell(tmp_path: Path, backend: str) -> tuple[Path, dict[str, str]]:
         backends: [{backend}]
         measurement: {{warmup: 1, min_iters: 3, min_seconds: 0.01}}
         accuracy: {{samples: 20}}
-        power: off
+        power: {power}
         """,
     )
     (cell,) = build_plan(*load_suite(suite)).runnable
@@ -312,12 +317,13 @@ def _stage(work: Path, env: dict[str, str], name: str) -> dict[str, object]:
 
 def test_litert_measure_process_holds_no_other_runtime(tmp_path: Path) -> None:
     """The measure stage imports the cell's own backend and method only: a LiteRT cell's
-    process has no ONNX Runtime and no torch in it (their memory is not the cell's)."""
+    process has no ONNX Runtime and no torch in it (their memory is not the cell's), also
+    where it looks for a power meter (`power: measure`, the default)."""
     from qbench.plugins import load_all
 
     if load_all().backends.get("litert")().unavailable():
         pytest.skip("LiteRT is not installed")
-    work, env = _one_cell(tmp_path, "litert")
+    work, env = _one_cell(tmp_path, "litert", "measure")
     assert _stage(work, env, "prepare")["status"] == "ok"
     probe = (
         "import json, sys\n"
@@ -325,7 +331,9 @@ def test_litert_measure_process_holds_no_other_runtime(tmp_path: Path) -> None:
         f"code = agent.main(['measure', {str(work / 'cell.json')!r}, {str(work / 'm.json')!r}])\n"
         "tops = {m.split('.')[0] for m in sys.modules}\n"
         "heavy = sorted(tops & {'onnxruntime', 'onnx', 'torch'})\n"
-        "print(json.dumps({'code': code, 'heavy': heavy}))\n"
+        "backends = sorted(m for m in sys.modules if m.startswith('qbench.backends.') and\n"
+        "                  not m.rsplit('.', 1)[1].startswith('_') and not m.endswith('.base'))\n"
+        "print(json.dumps({'code': code, 'heavy': heavy, 'backends': backends}))\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True,
                          timeout=600)  # fmt: skip
@@ -334,6 +342,9 @@ def test_litert_measure_process_holds_no_other_runtime(tmp_path: Path) -> None:
     assert result["code"] == 0 and measured["status"] == "ok", measured.get("error")
     assert measured["peak_rss_mb"] > 0
     assert result["heavy"] == [], result
+    assert result["backends"] == ["qbench.backends.litert"], result
+    # it looked for a meter: a figure from one, or why there is none
+    assert measured.get("power_source") or measured.get("power_note"), measured
 
 
 def test_a_cached_file_changed_between_prepare_and_measure_is_refused(tmp_path: Path) -> None:

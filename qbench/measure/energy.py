@@ -208,10 +208,12 @@ class EnergyRecorder:
 
     def _find_meter(self) -> tuple[str | None, Any, Any, str]:
         """(name, meter, typed params, reasons) of the first available candidate."""
-        from qbench.plugins import load_all
+        from qbench.plugins import load_builtin
         from qbench.registry import RegistryError
 
-        fam = load_all()
+        # the power folder only: this runs inside the measure stage, whose process must hold
+        # the cell's own runtime and nothing else (a meter from a plugin loads everything)
+        fam = load_builtin("power", "power_meters", tuple(n for n, _ in self._candidates()))
         reasons = []
         for name, params in self._candidates():
             try:
