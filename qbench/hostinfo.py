@@ -11,37 +11,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-# ISA flags that decide which quantized kernels are fast, as Linux spells them in
-# /proc/cpuinfo. x86: VNNI/AMX run int8 dot products; AVX512-FP16/AMX-FP16 run fp16
-# arithmetic. ARM: asimddp (SDOT/UDOT) and i8mm (SMMLA) run int8 dot products; asimdhp/fphp
-# run fp16 arithmetic; bf16 runs BFDOT/BFMMLA.
-QUANT_FLAGS = (
-    "avx2",
-    "fma",
-    "f16c",
-    "avx512f",
-    "avx512bw",
-    "avx512_vnni",
-    "avx_vnni",
-    "avx512_bf16",
-    "avx512_fp16",
-    "amx_tile",
-    "amx_int8",
-    "amx_bf16",
-    "amx_fp16",
-    "avx_vnni_int8",
-    "asimd",
-    "asimddp",
-    "asimdhp",
-    "asimdfhm",
-    "i8mm",
-    "bf16",
-    "sve",
-    "sve2",
-    "svei8mm",
-    "sme",
-    "fphp",
-)
+from qbench.cpuinfo import QUANT_FLAGS  # noqa: F401  (re-exported)
+
 PACKAGES = (
     "qbench",
     "numpy",
@@ -65,7 +36,7 @@ def cpu_info(text: str | None = None) -> dict[str, Any]:
     On ARM the model names the cores from their part numbers, after the board where the
     kernel names it: "Raspberry Pi 5 Model B Rev 1.0 (4x Cortex-A76)".
     """
-    from qbench.probe import parse_cpuinfo
+    from qbench.cpuinfo import parse_cpuinfo
 
     if text is None:
         try:

@@ -17,6 +17,7 @@ from tests.conftest import FAST_MEASUREMENT, REPO, make_tiny_onnx, run_qbench, w
 
 BENCH = REPO / "benchmarks"
 SMOKED = {  # script -> the test that runs it (a new script needs one)
+    "architecture.py",
     "fault_corpus.py",
     "harness_overhead.py",
     "int8_agreement_seeds.py",
@@ -50,6 +51,26 @@ def _needs(module: str) -> None:
 
 def test_every_benchmark_script_has_a_smoke_test() -> None:
     assert {p.name for p in BENCH.glob("*.py")} == SMOKED
+
+
+def test_architecture_figures_find_what_they_count(tmp_path: Path) -> None:
+    """On a tiny package the script builds: one import cycle (a <-> b, one of them lazy), one
+    format comparison outside formats/, one long function; its own package's figures print."""
+    pkg = tmp_path / "qbench"
+    (pkg / "formats").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "formats" / "__init__.py").write_text("def f(fmt):\n    return fmt == 'onnx'\n")
+    (pkg / "a.py").write_text("from qbench import b\n\n\ndef g(fmt):\n"
+                              "    return fmt in ('tflite', 'torch')\n")  # fmt: skip
+    body = "\n".join(f"    x{i} = {i}" for i in range(85))
+    (pkg / "b.py").write_text(f"def lazy():\n    import qbench.a\n{body}\n")
+    figures = json.loads(_script("architecture.py", "--root", str(pkg), "--json", cwd=tmp_path))
+    assert figures["import_cycles"] == [["qbench.a", "qbench.b"]]
+    assert figures["format_comparisons_by_module"] == {"qbench.a": 1}  # formats/ not counted
+    assert [f for f, _ in figures["functions_over_80_lines"]] == ["qbench.b:lazy"]
+    out = _script("architecture.py", cwd=tmp_path)
+    assert out.splitlines()[0].split() == ["figure", "value", "target"]
+    assert "import cycles" in out and "plugin names outside their module" in out
 
 
 def test_harness_overhead(tmp_path: Path) -> None:
@@ -166,7 +187,8 @@ def test_regression_detection(tmp_path: Path) -> None:
     again = _script("regression_detection.py", "--model", "digits_cnn", "--reuse",
                     str(tmp_path / "stores"), cwd=tmp_path)  # fmt: skip
     assert again.split("runs\n", 1)[1] == out.split("runs\n", 1)[1].replace(
-        f"stores kept in {tmp_path / 'stores'}/quiet and {tmp_path / 'stores'}/slowed\n", "")
+        f"stores kept in {tmp_path / 'stores'}/quiet and {tmp_path / 'stores'}/slowed\n", ""
+    )
 
 
 def test_transformers_goals(tmp_path: Path) -> None:

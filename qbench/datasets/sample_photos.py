@@ -128,13 +128,13 @@ def _random_crop(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def _imagenet_photos() -> list[np.ndarray]:
     """foolbox's 20 ImageNet validation photos where foolbox is installed, else none."""
-    from qbench.datasets import imagenet_samples
+    from qbench.datasets._foolbox_photos import photo_files, read_photo
 
     try:
-        files = imagenet_samples.photo_files()
+        files = photo_files()
     except RuntimeError:
         return []
-    return [imagenet_samples.read_photo(path) for path, _ in files]
+    return [read_photo(path) for path, _ in files]
 
 
 @datasets.register

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import shutil
-import warnings
 from pathlib import Path
 from typing import Any
 
 from qbench.cache import cached_file
 from qbench.inputs import InputSpec
+from qbench.methods.onnx_dynamo import OPSET, dynamo_export
 
-OPSET = 20
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
@@ -59,35 +55,6 @@ def export_onnx(module: Any, inputs: Any, out: Path) -> None:
     batch = torch.export.Dim("batch", min=1, max=4096)
     dynamo_export(module.eval(), example, out, [s.name for s in specs], [OUTPUT_NAME],
                   tuple({0: batch} for _ in specs))  # fmt: skip
-
-
-def dynamo_export(module: Any, example: tuple[Any, ...], out: Path, input_names: list[str],
-                  output_names: list[str], dynamic_shapes: Any) -> None:  # fmt: skip
-    """torch.onnx's dynamo export of `module` at OPSET, weights inside the file, quietly; then
-    ORT's pre-processing (shape inference, constant and BatchNorm folding) that its quantizers
-    expect."""
-    import torch
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    raw = out.with_name(out.stem + ".raw.onnx")
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            example,
-            str(raw),
-            dynamo=True,
-            external_data=False,
-            input_names=input_names,
-            output_names=output_names,
-            opset_version=OPSET,
-            dynamic_shapes=dynamic_shapes,
-        )
-    try:
-        quant_pre_process(str(raw), str(out), skip_symbolic_shape=True)
-    finally:
-        raw.unlink(missing_ok=True)
 
 
 # The lowest opset whose QuantizeLinear/DequantizeLinear take an `axis` (per-channel scales):

@@ -67,7 +67,7 @@ def export_causal_lm(model: Any, out: Path) -> None:
     pre-processing (shape inference, constant folding) that its quantizers expect."""
     import torch
 
-    from qbench.methods.export import dynamo_export
+    from qbench.methods.onnx_dynamo import dynamo_export
 
     layers, kv_heads, head_dim = cache_shape(model.config)
     # example sizes above 1 (torch.export specializes sizes 0 and 1); the ranges include 0

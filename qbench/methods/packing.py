@@ -10,8 +10,6 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
-
 FLOAT_BITS = 32
 
 
@@ -52,26 +50,6 @@ def int8_weight_bits(bits: int, per_channel: bool) -> Callable[[str, Any], int]:
     return count
 
 
-def _onnx_constants(graph: Any) -> dict[str, Any]:
-    """name -> array of every constant tensor a graph holds: initializers, Constant nodes'
-    values and ConstantOfShape outputs whose shape is itself constant (weights a graph
-    computes: the ONNX Model Zoo's light graphs hold all their weights that way)."""
-    from onnx import numpy_helper
-
-    found = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    for node in graph.node:
-        attrs = {a.name: a for a in node.attribute}
-        if node.op_type == "Constant" and "value" in attrs and node.output:
-            found[node.output[0]] = numpy_helper.to_array(attrs["value"].t)
-        elif node.op_type == "ConstantOfShape" and node.input and node.input[0] in found:
-            shape = tuple(int(d) for d in found[node.input[0]].reshape(-1))
-            value = numpy_helper.to_array(attrs["value"].t) if "value" in attrs else None
-            dtype = value.dtype if value is not None else np.float32
-            # a view of one value: its size and shape count, not its memory
-            found[node.output[0]] = np.broadcast_to(np.zeros((), dtype), shape)
-    return found
-
-
 def packed_bytes_onnx(path: Any, weight_bits: Callable[[str, Any], int | None]) -> int:
     """The same count for an ONNX file: the weight inputs of Conv/Gemm/MatMul take
     `weight_bits(name, array)` bits; other float constants (initializers, Constant and
@@ -82,7 +60,9 @@ def packed_bytes_onnx(path: Any, weight_bits: Callable[[str, Any], int | None]) 
     weights = {n.input[1] for n in model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")
                and len(n.input) > 1}  # fmt: skip
     total = 0
-    for name, array in _onnx_constants(model.graph).items():
+    from qbench.formats.onnx import constants
+
+    for name, array in constants(model.graph).items():
         bits = weight_bits(name, array) if name in weights else None
         if bits is None and array.dtype.kind == "f":
             bits = array.size * FLOAT_BITS
