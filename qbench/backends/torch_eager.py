@@ -10,7 +10,6 @@ is unpickled, is refused (UnsafeArtifactError) before any of it runs.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,8 +18,10 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+from qbench.backends._inductor import compile_module
 from qbench.backends._onednn import ISA_LEVELS, set_isa_cap
 from qbench.backends.base import Backend, Session, first_output, torch_args
+from qbench.formats.torch import weights_only_reason
 from qbench.inputs import Inputs, InputSpec
 from qbench.params import Params
 from qbench.plugins import backends, methods, models
@@ -32,17 +33,6 @@ ARTIFACT_KEYS = ("model", "model_params", "method", "method_params", "state_dict
 class UnsafeArtifactError(ValueError):
     """A torch artifact that is not plain data (a pickle that would construct other objects or
     run code) or not a qbench artifact at all: refused, nothing of it was run. str(): one line."""
-
-
-def weights_only_reason(exc: Exception) -> str:
-    """The line of torch's multi-paragraph weights-only error that says what was refused
-    ("Trying to load unsupported GLOBAL posix.system ...")."""
-    boilerplate = ("Weights only load failed", "Check the documentation", "Re-running")
-    for line in str(exc).splitlines():
-        text = line.rpartition("WeightsUnpickler error:")[2].strip()
-        if text and not text.startswith(boilerplate) and not text.startswith("Please file"):
-            return text
-    return type(exc).__name__
 
 
 def load_artifact(artifact: Path) -> dict[str, Any]:
@@ -356,22 +346,6 @@ class TorchCausalLM:
         with torch.inference_mode():
             logits = self.model(input_ids=args, use_cache=False).logits[0].float()
             return torch.log_softmax(logits, dim=-1).numpy()
-
-
-def compile_module(module: Any) -> Any:
-    """torch.compile with inductor, weights frozen (what lets inductor prepack oneDNN weights
-    and lower PT2E's quantize/dequantize patterns to int8 kernels), compiled code cached under
-    the qbench cache so the next process that compiles the same graph reuses it."""
-    import torch
-
-    from qbench.cache import cache_root
-
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root() / "inductor"))
-    import torch._inductor.config as inductor_config
-
-    inductor_config.freezing = True
-    inductor_config.fx_graph_cache = True
-    return torch.compile(module, dynamic=False)
 
 
 def _half_cnn(module: Any, saved: dict[str, Any]) -> bool:

@@ -55,3 +55,14 @@ def contents(path: Path) -> Contents | None:
         ):
             stored += tensor.q_per_channel_scales().numel() * 12  # fp64 scale, int32 zero
     return Contents(dtypes, stored, 0)  # a state dict has no graph: tensors only
+
+
+def weights_only_reason(exc: Exception) -> str:
+    """The line of torch's multi-paragraph weights-only error that says what was refused
+    ("Trying to load unsupported GLOBAL posix.system ...")."""
+    boilerplate = ("Weights only load failed", "Check the documentation", "Re-running")
+    for line in str(exc).splitlines():
+        text = line.rpartition("WeightsUnpickler error:")[2].strip()
+        if text and not text.startswith(boilerplate) and not text.startswith("Please file"):
+            return text
+    return type(exc).__name__

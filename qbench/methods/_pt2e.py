@@ -609,11 +609,11 @@ def compile_int8(module: Any, *, cpp_wrapper: bool = False, check_inputs: bool =
     off the exported module's per-call Python check of input shapes (its validate_inputs):
     torch.compile's guards already recompile for a shape the graph was not compiled for, and
     the check costs ~0.05-0.1 ms per call on this CPU. The compile itself is the torch
-    backend's (qbench.backends.torch_eager.compile_module: freezing, inductor's cache under the
+    backend's (qbench.backends._inductor.compile_module: freezing, inductor's cache under the
     qbench cache), so a PT2E program runs as every other compiled cell does."""
     import torch._inductor.config as inductor_config
 
-    from qbench.backends.torch_eager import compile_module
+    from qbench.backends._inductor import compile_module
 
     reason = pt2e_unavailable()
     if reason:

@@ -204,7 +204,7 @@ def save_torch_artifact(
     try:
         return torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
-        from qbench.backends.torch_eager import weights_only_reason
+        from qbench.formats.torch import weights_only_reason
 
         raise ValueError(
             f"method {method} saved a torch artifact that a weights-only load refuses "
