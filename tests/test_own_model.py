@@ -550,3 +550,19 @@ def test_edgetpu_compiles_a_given_int8_tflite_as_it_is(
     assert out.read_bytes() == int8.read_bytes()  # the stand-in copies what it was given
     assert "compiled the .tflite file as given" in meta["artifact_notes"]
     assert meta["accelerator_nodes"] == 2 and meta["graph_nodes"] == 36
+
+
+def test_the_calibration_reader_counts_samples_of_the_batched_inputs() -> None:
+    """A state input fixed at [2, 1, 8] is fed whole with each of the 5 samples; its first
+    axis (2) is no sample count (issue 28: the reader counted from the first input)."""
+    from qbench.inputs import fixed
+    from qbench.methods._calibration import ArrayReader
+
+    state = fixed(np.zeros((2, 1, 8)), "float32")
+    reader = ArrayReader({"state": state, "x": np.arange(5 * 3, dtype=np.float32).reshape(5, 3)})
+    fed = []
+    while (item := reader.get_next()) is not None:
+        fed.append(item)
+    assert len(fed) == 5
+    assert all(f["state"].shape == (2, 1, 8) and f["x"].shape == (1, 3) for f in fed)
+    np.testing.assert_array_equal(fed[4]["x"], [[12, 13, 14]])

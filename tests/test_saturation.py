@@ -103,3 +103,4 @@ def test_a_run_decides_for_the_cpu_it_runs_on(tmp_path: Path) -> None:
     why = u8s8_saturates(cpu_info()["cpu_flags"])
     assert row["bits_w"] == (7 if why else 8)
     assert any("reduce_range auto" in n for n in list(row["notes"])) == bool(why)
+

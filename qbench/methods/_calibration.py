@@ -91,8 +91,12 @@ class ArrayReader:
     array for the input `input_name`, or named arrays (every input of the graph)."""
 
     def __init__(self, inputs: np.ndarray | dict[str, np.ndarray], input_name: str = "") -> None:
+        from qbench.inputs import count
+
         self._inputs = inputs if isinstance(inputs, dict) else {input_name: inputs}
-        self._count = len(next(iter(self._inputs.values())))
+        # the samples of the batched inputs: a fixed input (a state [2, 1, 128], a scalar) is
+        # fed whole with each sample, and its first axis is no sample count
+        self._count = count(self._inputs)
         self._next = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:
