@@ -260,7 +260,9 @@ def test_rebuild_torch_refuses_pt2e() -> None:
 
 def test_describe_and_unsupported() -> None:
     digits_cnn = FAM.models.get("digits_cnn")()
-    row = STATIC.describe("torch", STATIC.Params())
+    # reduce_range auto: 7 or 8 activation bits is decided for the device's CPU in prepare
+    assert STATIC.describe("torch", STATIC.Params())["bits_a"] is None
+    row = STATIC.describe("torch", STATIC.Params(reduce_range=False))
     assert (row["act_dtype"], row["weight_dtype"], row["bits_a"], row["bits_w"]) == (
         "uint8", "int8", 8, 8,
     )  # fmt: skip
@@ -397,3 +399,29 @@ def test_planning_remembers_whether_pt2e_imports(
     record.write_text("{not json")  # a torn record is asked again and rewritten
     assert _pt2e.pt2e_unavailable_at_plan() is None
     assert json.loads(record.read_text()) == {"unavailable": None}
+
+
+def _activation_qmax(module: Any) -> set[int]:
+    """quant_max of every activation quantize node of a converted PT2E module."""
+    found = set()
+    for node in module.graph.nodes:
+        if node.op == "call_function" and "quantize_per_tensor" in str(node.target):
+            if "dequantize" not in str(node.target):
+                found.add(int(node.args[4]))  # (x, scale, zero_point, quant_min, quant_max, dtype)
+    return found
+
+
+def test_reduce_range_puts_activations_on_a_7_bit_grid(digits: Built) -> None:
+    """What static_int8 builds on a CPU whose u8s8 kernels saturate (for_cpu decides it): the
+    converted graph's activations end at 127, not 255, and it still agrees with fp32."""
+    calibration = {"input": digits.ctx.calib}
+    module = copy.deepcopy(digits.ctx.model.module)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        seven = _pt2e.quantize_module(module, calibration, reduce_range=True)
+        eight = _pt2e.quantize_module(copy.deepcopy(module), calibration)
+    assert _activation_qmax(seven) == {127}
+    assert _activation_qmax(eight) == {255}
+    with torch.no_grad():
+        out = seven(torch.as_tensor(digits.x)).numpy()
+    assert fidelity(digits.fp32, out)["fp32_agreement"] > 0.9

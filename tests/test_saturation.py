@@ -51,10 +51,17 @@ def test_static_int8_decides_reduce_range_per_cpu() -> None:
     eight, notes = STATIC.for_cpu("onnx", auto, VNNI)
     assert eight.reduce_range is False and notes == []
     assert STATIC.describe("onnx", eight)["bits_w"] == 8
-    # LiteRT (XNNPACK widens to 32 bits) and torch have no 7-bit setting: auto builds 8-bit
-    for fmt in ("tflite", "torch"):
-        assert STATIC.for_cpu(fmt, auto, AVX2_ONLY) == (auto.model_copy(
-            update={"reduce_range": False}), [])  # fmt: skip
+    # LiteRT (XNNPACK widens to 32 bits) and the FX path (always 7-bit activations): no
+    # decision; torch's PT2E path takes X86InductorQuantizer's reduce_range (activations)
+    fx = STATIC.Params(torch_flow="fx")
+    assert STATIC.for_cpu("tflite", auto, AVX2_ONLY) == (
+        auto.model_copy(update={"reduce_range": False}), [])  # fmt: skip
+    assert STATIC.for_cpu("torch", fx, AVX2_ONLY)[0].reduce_range is False
+    pt2e, notes = STATIC.for_cpu("torch", auto, AVX2_ONLY)
+    assert pt2e.reduce_range is True and "activations on a 7-bit grid" in notes[0]
+    assert STATIC.describe("torch", pt2e)["bits_a"] == 7
+    assert STATIC.unsupported("torch", pt2e, FAM.models.get("digits_cnn")()) is None
+    assert STATIC.for_cpu("torch", auto, VNNI)[0].reduce_range is False
     given = STATIC.Params(reduce_range=False)
     assert STATIC.for_cpu("onnx", given, AVX2_ONLY) == (given, [])
 

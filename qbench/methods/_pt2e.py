@@ -133,13 +133,16 @@ def pt2e_unavailable_at_plan() -> str | None:
     return reason
 
 
-def _quantizer() -> Any:
+def _quantizer(reduce_range: bool = False) -> Any:
+    """X86InductorQuantizer's default config; reduce_range: activations on a 7-bit grid
+    (0..127), so that u8×s8 pair sums fit the 16-bit lanes of CPUs without VNNI/AMX."""
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
         X86InductorQuantizer,
         get_default_x86_inductor_quantization_config,
     )
 
-    return X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
+    config = get_default_x86_inductor_quantization_config(reduce_range=reduce_range)
+    return X86InductorQuantizer().set_global(config)
 
 
 def _as_tensors(inputs: Any) -> tuple[Any, ...]:
@@ -189,9 +192,9 @@ def _drop_unused_weights(gm: Any) -> int:
     return dropped
 
 
-def quantize_module(module: Any, calibration: Any) -> Any:
+def quantize_module(module: Any, calibration: Any, reduce_range: bool = False) -> Any:
     """The converted (quantize/dequantize) GraphModule of `module` calibrated on
-    `calibration` (inputs by name, in the module's call order)."""
+    `calibration` (inputs by name, in the module's call order); reduce_range: _quantizer's."""
     import torch
 
     from qbench.inputs import batch_of, count, take
@@ -203,7 +206,7 @@ def quantize_module(module: Any, calibration: Any) -> Any:
 
     example = _as_tensors(batch_of(calibration, 2))  # 2: batch 1 would be specialised
     exported = _export_for_quantization(module.eval(), example)
-    prepared = prepare_pt2e(exported.module(), _quantizer())
+    prepared = prepare_pt2e(exported.module(), _quantizer(reduce_range))
     with torch.no_grad():
         for start in range(0, count(calibration), CALIBRATION_BATCH):
             prepared(*_as_tensors(take(calibration, start, start + CALIBRATION_BATCH)))
@@ -247,7 +250,9 @@ def build_pt2e_artifact(ctx: Any, method: str, params: Any, out: Path) -> list[s
     import copy
 
     module = copy.deepcopy(ctx.model.module).eval()  # export/prepare must not touch ctx's
-    converted = quantize_module(module, ctx.calibration)
+    # static_int8's reduce_range as decided for the device's CPU (for_cpu); others: False
+    seven = getattr(params, "reduce_range", False) is True
+    converted = quantize_module(module, ctx.calibration, seven)
     quantized, compute = count_pt2e_compute(converted)
     save_exported_artifact(out, ctx, method, params, export_bytes(converted, ctx.calibration))
     from qbench.inputs import count
@@ -255,6 +260,7 @@ def build_pt2e_artifact(ctx: Any, method: str, params: Any, out: Path) -> list[s
     return [
         f"{NOTE}: {quantized} of {compute} conv/linear layers with int8 weights, "
         f"HistogramObserver activation ranges from {count(ctx.calibration)} calibration inputs"
+        + (" on a 7-bit grid (reduce_range)" if seven else "")
     ]
 
 

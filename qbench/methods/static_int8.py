@@ -290,15 +290,19 @@ class StaticInt8(Method):
         assert isinstance(params, StaticInt8Params)
         if params.reduce_range != "auto":
             return params, []
-        if fmt != "onnx":  # LiteRT's and torch's paths have no 7-bit weight setting
+        # LiteRT (XNNPACK widens to 32 bits) and torch's legacy FX path (always 7-bit
+        # activations) need no decision
+        if fmt == "tflite" or (fmt == "torch" and params.torch_flow == "fx"):
             return params.model_copy(update={"reduce_range": False}), []
         seven, why = resolve_auto(params.reduce_range, cpu_flags)
         if not seven:
             return params.model_copy(update={"reduce_range": False}), []
-        note = (
-            f"reduce_range auto: 7-bit weights, because {why} (ORT's and OpenVINO's "
-            "documented workaround; 8-bit weights would be computed wrongly here)"
-        )
+        if fmt == "torch":  # PT2E: X86InductorQuantizer's own reduce_range, on activations
+            note = (f"reduce_range auto: activations on a 7-bit grid (0..127), because {why} "
+                    "(X86InductorQuantizer's reduce_range)")  # fmt: skip
+        else:
+            note = (f"reduce_range auto: 7-bit weights, because {why} (ORT's and OpenVINO's "
+                    "documented workaround; 8-bit weights are computed wrongly here)")  # fmt: skip
         return params.model_copy(update={"reduce_range": True}), [note]
 
     def execution(self, fmt: str, params: Params) -> str:
@@ -539,10 +543,12 @@ def _describe_torch(params: StaticInt8Params) -> dict[str, Any]:
                 FX_LEGACY_NOTE,
             ],
         }
-    # torchao's get_default_x86_inductor_quantization_config(): reduce_range=False
+    # torchao's get_default_x86_inductor_quantization_config(): reduce_range=False unless
+    # decided for a CPU whose u8s8 kernels saturate (for_cpu: auto -> 7-bit activations)
+    seven = params.reduce_range is True
     return {
         "bits_w": 8,
-        "bits_a": 8,
+        "bits_a": {True: 7, False: 8}.get(params.reduce_range),  # type: ignore[arg-type]
         "granularity": "per_channel",
         "calibrator": "histogram",
         "symmetric_weights": True,
@@ -551,8 +557,9 @@ def _describe_torch(params: StaticInt8Params) -> dict[str, Any]:
         "weight_scheme": "uniform",
         "notes": [
             "torchao PT2E (X86InductorQuantizer), compiled by inductor",
-            "activations uint8 asymmetric per tensor on the full 8-bit grid (no reduce_range), "
-            "ranges from torch's HistogramObserver (L2-error search over 2048 bins); weights "
+            "activations uint8 asymmetric per tensor on "
+            + ("a 7-bit grid (reduce_range), " if seven else "the full 8-bit grid, ")
+            + "ranges from torch's HistogramObserver (L2-error search over 2048 bins); weights "
             "int8 symmetric per output channel (min/max)",
         ],
     }
@@ -569,6 +576,8 @@ def _torch_unsupported(params: StaticInt8Params) -> str | None:
         return ("torch PT2E path takes no output_range_scale: X86InductorQuantizer leaves the "
                 "model's outputs in float")  # fmt: skip
     changed = _changed(params, _ONNX_ONLY)
+    if not fx and params.reduce_range is True:  # PT2E takes it (7-bit activations)
+        changed = [c for c in changed if c != "reduce_range"]
     if changed and fx:
         return (
             f"{path} supports calibrator=minmax with uint8 asymmetric activations, per-channel "
