@@ -26,7 +26,7 @@ def u8s8_saturates(cpu_flags: Iterable[str] | None) -> str | None:
         return None
     return (
         "this x86 CPU has no VNNI or AMX: its u8×s8 kernels (VPMADDUBSW) add pairs of products "
-        "into saturating 16-bit lanes, which 8-bit weights overflow"
+        "into saturating 16-bit lanes, which full 8-bit operands overflow"
     )
 
 
