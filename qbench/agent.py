@@ -437,6 +437,7 @@ def _model_macs(
 def measure(cell: Cell, prepared: dict[str, Any]) -> dict[str, Any]:
     from qbench.measure.energy import EnergyRecorder
     from qbench.measure.fidelity import accuracy, fidelity
+    from qbench.measure.guards import check_outputs
     from qbench.measure.latency import time_rounds
     from qbench.measure.load import LoadWindow
     from qbench.measure.memory import peak_rss_mb
@@ -491,6 +492,9 @@ def measure(cell: Cell, prepared: dict[str, Any]) -> dict[str, Any]:
     if head is not None:
         outputs = np.concatenate([head] + [session.predict(p) for p in parts[1:]])
         outputs = outputs[: count(eval_x)]
+        # NaN/Inf outputs or labels no output class can match fail the cell with the reason:
+        # a metric computed from them would be stored as a plausible ok result
+        check_outputs(outputs, reference, labels, prepared.get("output_kind"))
     row: dict[str, Any] = {
         "runtime_version": backend.version(),
         "load_s": load_s,

@@ -67,7 +67,9 @@ def select_rows(results: Any, target: str, store: Path) -> tuple[list[dict[str, 
 
 
 def safe_name(cell_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._=-]+", "_", cell_id).strip("._")[:180]
+    """A cell id read from the store as one file name inside the export folder: no separator,
+    no leading dot, never empty (an empty name would be the folder itself)."""
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", str(cell_id)).strip("._")[:180] or "cell"
 
 
 def export(store: str | Path, target: str, out: str | Path) -> list[Path]:

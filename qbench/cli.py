@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 EXIT_OK, EXIT_ERROR, EXIT_INVALID, EXIT_REGRESSION = 0, 1, 2, 3
 # the command finished but has no answer: `qbench run` with no ok cell (all failed, timed out
@@ -34,14 +34,23 @@ BUDGET_ARGUMENT: dict = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its errors in one line, as qbench says every other mistake (argparse's
+    own prints the usage first: 4-10 lines for one wrong value); --help shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_INVALID, f"qbench: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="qbench",
         description="Measure what quantization buys a neural network: models x methods x "
         "backends x devices, from one suite file, into a Parquet store and an HTML report.",
         epilog="Exit codes: 0 the run completed with at least one ok cell (failed cells are "
         "listed, not fatal); 1 an unexpected error; 2 invalid input (suite, device file, "
-        "arguments, runs that cannot be compared); 3 `qbench compare` found a regression (with "
+        "arguments, runs that cannot be compared, a file or folder that cannot be read or "
+        "written: a full disk, no permission); 3 `qbench compare` found a regression (with "
         "--fail-on regression, the default); 4 no result: `qbench run` had no ok cell (every "
         "cell failed, timed out or was skipped), `qbench tune` found no configuration that "
         "qualifies; 130 / 143 interrupted (Ctrl-C / SIGTERM).",
@@ -311,6 +320,11 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"qbench: error: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    except OSError as exc:  # a full disk, no permission, a file where a folder is needed
+        from qbench.files import describe_os_error
+
+        print(f"qbench: error: {describe_os_error(exc)}", file=sys.stderr)
+        return EXIT_INVALID
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (qbench.runner.Terminated)
         what = "terminated" if getattr(exc, "exit_code", None) else "interrupted"
         resume = " (`qbench run SUITE --resume` measures the rest)" if args.command == "run" else ""
@@ -330,6 +344,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from qbench.files import write_atomic
     from qbench.report import build_report_html
     from qbench.store.parquet import load
 
@@ -340,22 +355,19 @@ def cmd_report(args: argparse.Namespace) -> int:
         runs, results = runs[runs.run_id == latest], results[results.run_id == latest]
     if results.empty:
         raise ValueError(f"{args.store}: the store holds no results")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        build_report_html(runs, results, title=args.title or "qbench report", budget=args.budget),
-        encoding="utf-8",
-    )
+    page = build_report_html(runs, results, title=args.title or "qbench report", budget=args.budget)
+    write_atomic(out, page)  # a full disk leaves no truncated page
     print(f"wrote {out} ({len(results)} rows)")
     return EXIT_OK
 
 
-def output_file(given: str, flag: str) -> Path:
+def output_file(given: str, flag: str, example: str = "report.html") -> Path:
     """A file the command will write, checked before any work: not a folder, and no file
     standing where one of its folders would be (one line naming the flag; exit 2)."""
     path = Path(given)
     if path.is_dir():
         raise ValueError(f"{flag} {given}: is a folder; expected a file to write, e.g. "
-                         f"{path / 'report.html'}")  # fmt: skip
+                         f"{path / example}")  # fmt: skip
     return _folders_above(path, given, flag)
 
 
@@ -432,7 +444,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
         print("devices:")
         _list_devices(args.pattern)
         return EXIT_OK
-    out = Path(args.write) if args.write else None
+    out = output_file(args.write, "--write", "NAME.yaml") if args.write else None
     if out is not None:
         if out.suffix not in (".yaml", ".yml"):
             raise ValueError(f"--write {out}: a device file must end in .yaml")
@@ -458,9 +470,9 @@ def cmd_devices(args: argparse.Namespace) -> int:
         print(text, end="")
         return EXIT_OK
     from qbench.devices import load_device
+    from qbench.files import write_atomic
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
+    write_atomic(out, text)
     written = load_device(out)  # what was written must load (SuiteError -> exit 2)
     print(f"wrote {out} (device {written.name})")
     print(summary)

@@ -215,6 +215,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         resume = resume_target(store, suite.name, text, args.resume or None)
     executor = _executor(args.executor, plan.runnable)
+    _check_writable(store)
     progress = _Progress(len(plan.runnable), not (args.quiet or args.json))
     try:
         from qbench.confirm.picks import ConfirmSettings
@@ -222,6 +223,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         confirm = ConfirmSettings(enabled=not args.no_confirm)
         summary = run_plan(plan, suite.name, suite_path, text, store, progress, executor=executor,
                            resume=resume, confirm=confirm, budget=args.budget)  # fmt: skip
+    except OSError as exc:  # the store cannot be written (a full disk, no permission)
+        raise _store_error(exc, store) from None
     finally:
         progress.close()
     picks: list[Any] = []
@@ -235,11 +238,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         runs, results = runs[runs.run_id.isin(ids)], results[results.run_id.isin(ids)]
         picks = _at_a_glance(runs, results, args.budget)
         if report_path is not None:
+            from qbench.files import write_atomic
             from qbench.report import build_report_html
 
-            report_path.parent.mkdir(parents=True, exist_ok=True)
             page = build_report_html(runs, results, f"qbench: {suite.name}", args.budget)
-            report_path.write_text(page, encoding="utf-8")
+            write_atomic(report_path, page)  # a full disk leaves no truncated page
     if args.json:
         doc = {
             "run_id": summary.run_id,
@@ -259,6 +262,33 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(why, file=sys.stderr)
         return EXIT_NO_RESULT
     return EXIT_OK
+
+
+def _check_writable(store: Path) -> None:
+    """The store's folders exist and take a file, before any cell runs: a store that cannot be
+    written (no permission, a file where its journal folder goes) is one line, not a
+    traceback after the first cell."""
+    import tempfile
+
+    try:
+        for sub in ("runs", "results", "journal"):
+            (store / sub).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=store / "journal"):
+            pass
+    except OSError as exc:
+        from qbench.files import describe_os_error
+
+        raise ValueError(f"{describe_os_error(exc, store)} (the store cannot be "
+                         "written)") from None  # fmt: skip
+
+
+def _store_error(exc: OSError, store: Path) -> ValueError:
+    """One line for a store the run could not write: the path, why, what to do, and that the
+    rows it journalled before are kept (each is synced before the next cell starts)."""
+    from qbench.files import describe_os_error
+
+    return ValueError(f"{describe_os_error(exc, store)}; rows measured before it are kept in "
+                      "the store (`qbench run SUITE --resume` measures the rest)")  # fmt: skip
 
 
 def _at_a_glance(runs: Any, results: Any, budget: float) -> list[Any]:

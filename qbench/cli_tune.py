@@ -137,8 +137,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
         screen_samples=args.screen_samples,
         time_budget_s=args.time_budget,
         rounds=args.rounds,
-        metric={"auto": None, "top1": "top1", "agreement": "fp32_agreement",
-                "within_tol": "fp32_within_tol"}[args.metric],
+        metric={
+            "auto": None,
+            "top1": "top1",
+            "agreement": "fp32_agreement",
+            "within_tol": "fp32_within_tol",
+        }[args.metric],
     )
     result = tune(config, None if args.json else _progress)
     suite_out = None

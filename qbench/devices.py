@@ -6,7 +6,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from qbench.suite.loader import SuiteSource, first_error
 from qbench.suite.schema import MemberRef, Strict
@@ -102,6 +110,14 @@ class Device(Strict):
     )
     _source_path: Path | None = PrivateAttr(default=None)
 
+    @field_validator("name")
+    @classmethod
+    def _cell_id_part(cls, value: str) -> str:
+        # the device name is a part of every cell id, whose parts '/' separates
+        if not value or "/" in value or not value.isprintable():
+            raise ValueError("expected a non-empty name of printable characters without '/'")
+        return value
+
     @property
     def source_path(self) -> Path | None:
         """The device file this description was read from (None: built in code)."""
@@ -123,7 +139,7 @@ def find_device_file(ref: str, suite_dir: Path) -> Path | None:
 
 
 def load_device(path: Path) -> Device:
-    source = SuiteSource(path)
+    source = SuiteSource(path, what="device")
     try:
         device = Device.model_validate(source.data)
     except ValidationError as exc:

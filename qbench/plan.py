@@ -20,7 +20,7 @@ from qbench.measure.energy import plan_power
 from qbench.params import CheckError
 from qbench.plugins import Families, load_all
 from qbench.registry import RegistryError
-from qbench.suite.loader import SuiteSource, first_error
+from qbench.suite.loader import SuiteSource, first_error, format_loc
 from qbench.suite.schema import MemberRef, Rule, Suite
 
 
@@ -131,6 +131,19 @@ def _expand(ref: MemberRef, params_cls: Any, loc: list[str | int],
     except CheckError as exc:
         raise source.error([*loc, "params", *([exc.field] if exc.field else [])],
                            str(exc)) from None  # fmt: skip
+
+
+# What separates the parts of a cell id (model/method/backend/device/bN/tN): a label holding it
+# would make two different cells read as one (`d/sq` + `fp32` and `d` + `sq/fp32`).
+CELL_ID_SEPARATOR = "/"
+
+
+def _check_label(label: str, what: str, loc: list[str | int], source: SuiteSource) -> None:
+    """A label that becomes part of a cell id holds no separator of its parts."""
+    if CELL_ID_SEPARATOR in label:
+        raise source.error(loc, f"{what} label {label!r} contains {CELL_ID_SEPARATOR!r}, which "
+                           "separates the parts of a cell id (model/method/backend/device/"
+                           "bN/tN): give a `label` without it")  # fmt: skip
 
 
 def _params_label(params: dict[str, Any]) -> str:
@@ -248,6 +261,7 @@ def _resolve_models(suite: Suite, fam: Families, source: SuiteSource) -> list[Pl
                 raise source.error(["models", i, "params", exc.field], str(exc)) from None
             bound.append((model, raw))
         for (model, _), label in zip(bound, _labels(ref, bound), strict=True):
+            _check_label(label, "model", ["models", i, *(["label"] if ref.label else [])], source)
             if suite_data is not None:
                 dataset, data_loc = suite_data, ["accuracy", "dataset"]
             else:
@@ -442,16 +456,22 @@ def build_plan(suite: Suite, source: SuiteSource, families: Families | None = No
         for d_index, device in enumerate(devices)
     }
 
+    for q_index, ref in enumerate(suite.methods):
+        _check_label(ref.label or ref.name, "method",
+                     ["methods", q_index, *(["label"] if ref.label else [])], source)  # fmt: skip
+    entry = {id(r): i for refs in (suite.methods, suite.backends) for i, r in enumerate(refs)}
     plan = Plan()
-    seen: set[str] = set()
-    for device, pm, (qref, qm, qparams, qtyped), (
+    seen: dict[str, tuple[Any, ...]] = {}
+    rules = _RuleHits(suite)
+    for (d_index, device), pm, (qref, qm, qparams, qtyped), (
         bref,
         backend,
         bparams,
         btyped,
-    ), batch, threads in itertools.product(
-        devices, models, methods, backends, suite.scenario.batch, suite.scenario.threads
-    ):
+    ), (b_index, batch), (t_index, threads) in itertools.product(
+        enumerate(devices), models, methods, backends, enumerate(suite.scenario.batch),
+        enumerate(suite.scenario.threads)
+    ):  # fmt: skip
         model_label = pm.label
         method_label = qref.label or qref.name
         values = {
@@ -462,20 +482,20 @@ def build_plan(suite: Suite, source: SuiteSource, families: Families | None = No
             "batch": batch,
             "threads": threads,
         }
-        if (suite.include and not any(_matches(r, values) for r in suite.include)) or any(
-            _matches(r, values) for r in suite.exclude
-        ):
+        if not rules.keeps(values):
             plan.excluded += 1
             continue
         calibrated = qm.needs_calibration(qtyped)
         fractions = suite.calibration.outlier_fraction if calibrated else [0.0]
-        for fraction in fractions:
+        for f_index, fraction in enumerate(fractions):
             cell_id = _cell_id(model_label, method_label, non_default(qtyped), bref.name,
                                non_default(btyped), device.name, batch, threads,
                                fraction)  # fmt: skip
-            if cell_id in seen:
-                continue  # the same cell listed twice in the suite
-            seen.add(cell_id)
+            origin = (d_index, pm.index, entry[id(qref)], entry[id(bref)], b_index, t_index,
+                      f_index)  # fmt: skip
+            if cell_id in seen:  # listed twice, or two entries whose ids read the same
+                raise _repeated(source, cell_id, seen[cell_id], origin)
+            seen[cell_id] = origin
             fmt: list[str | None] = [None]
             reason = no_transport.get(device.name) or _skip_reason(
                 device, bref.name, backend, qm, qtyped, pm.source, fmt, btyped
@@ -514,4 +534,71 @@ def build_plan(suite: Suite, source: SuiteSource, families: Families | None = No
                     },
                 )
             )
+    rules.check_all_matched(source)
     return plan
+
+
+# Where each part of a cell's origin (see build_plan) comes from in the suite.
+_ORIGIN_LOCS: tuple[tuple[str, ...], ...] = (
+    ("devices",), ("models",), ("methods",), ("backends",), ("scenario", "batch"),
+    ("scenario", "threads"), ("calibration", "outlier_fraction"),
+)  # fmt: skip
+
+
+_OR_LABEL = ", or give one a `label` of its own"
+
+
+def _repeated(source: SuiteSource, cell_id: str, first: tuple[Any, ...],
+              again: tuple[Any, ...]) -> Exception:  # fmt: skip
+    """Two points of the matrix (indices into the suite's lists, see build_plan) that would be
+    one cell: the suite lists a thing twice (500 copies of a model would quietly measure one),
+    or two labels read the same in a cell id. Either way the suite does not say what it means:
+    refused, naming both entries."""
+    part = next((i for i, (a, b) in enumerate(zip(first, again, strict=True)) if a != b), 1)
+    where = _ORIGIN_LOCS[part]
+    return source.error([*where, again[part]], f"gives cell {cell_id} again, as "
+                        f"{format_loc([*where, first[part]])} does: each cell is measured once; "
+                        f"remove the repeat{_OR_LABEL if part in (1, 2) else ''}")  # fmt: skip
+
+
+class _RuleHits:
+    """The suite's include/exclude rules, and which of them matched some cell of the matrix: a
+    rule that matches none (`include: [{batch: -5}]`, a misspelt name) would silently keep or
+    drop nothing it was written for, so it is refused."""
+
+    def __init__(self, suite: Suite) -> None:
+        self.include, self.exclude = suite.include, suite.exclude
+        self.hits = {"include": [False] * len(self.include),
+                     "exclude": [False] * len(self.exclude)}  # fmt: skip
+        self.values: dict[str, set[str]] = {}
+
+    def keeps(self, values: dict[str, Any]) -> bool:
+        for key, value in values.items():
+            self.values.setdefault(key, set()).add(str(value))
+        matched = {
+            name: [_matches(r, values) for r in rules]
+            for name, rules in (("include", self.include), ("exclude", self.exclude))
+        }
+        for name, hits in matched.items():
+            self.hits[name] = [a or b for a, b in zip(self.hits[name], hits, strict=True)]
+        return (not self.include or any(matched["include"])) and not any(matched["exclude"])
+
+    def check_all_matched(self, source: SuiteSource) -> None:
+        for name, rules in (("include", self.include), ("exclude", self.exclude)):
+            for i, rule in enumerate(rules):
+                if not self.hits[name][i]:
+                    raise source.error(
+                        [name, i],
+                        f"matches no cell of the suite "
+                        f"({self._why(rule)}): correct or remove the rule",
+                    )
+
+    def _why(self, rule: Rule) -> str:
+        """The first field of the rule that no cell has, with the values the cells have."""
+        for key, pattern in rule.model_dump(exclude_none=True).items():
+            patterns = pattern if isinstance(pattern, list) else [pattern]
+            have = sorted(self.values.get(key, set()))
+            if not any(fnmatch.fnmatch(v, str(p)) for v in have for p in patterns):
+                listed = ", ".join(have[:8]) + (", ..." if len(have) > 8 else "")
+                return f"{key} {pattern} is none of {listed}"
+        return "no cell has all of its values at once"

@@ -264,6 +264,7 @@ def run_plan(
     workroot = Path(tempfile.mkdtemp(prefix=f"{WORKROOT_PREFIX}{os.getpid()}-{run_id}-"))
     prepared: dict[str, dict[str, Any]] = {}  # what the confirm stage needs of each ok cell
     run_updates: dict[str, Any] = {}
+    completed = False  # every cell ran: only then is the run finished (else interrupted)
     try:
         with _sigterm_raises():
             ex = fam.executors.get(executor)()
@@ -295,11 +296,28 @@ def run_plan(
                 run_updates["confirmations_json"] = _confirm(
                     plan, summary.rows, prepared, executor, workroot, confirm, budget, progress
                 )
+            completed = True
     finally:
-        writer.finish(finished_at=now(), cells_total=len(plan.cells), cells_excluded=plan.excluded,
-                      **run_updates)  # fmt: skip
         shutil.rmtree(workroot, ignore_errors=True)
+        _end_run(writer, completed, finished_at=now() if completed else None,
+                 cells_total=len(plan.cells), cells_excluded=plan.excluded,
+                 **run_updates)  # fmt: skip
     return summary
+
+
+def _end_run(writer: Any, completed: bool, **run_updates: Any) -> None:
+    """Finalise the run into Parquet: finished where every cell ran, else with no finished_at,
+    so a run stopped by SIGTERM or Ctrl-C reads `interrupted` (as after kill -9) and `--resume`
+    measures the rest. Where the run stopped on an error (a full disk) and finalising fails as
+    well, the journal stays: it holds every row measured, and the next run finalises it; the
+    error that stopped the run is the one reported."""
+    try:
+        writer.finish(**run_updates)
+    except Exception:
+        if completed:
+            raise
+        with contextlib.suppress(Exception):
+            writer.close()
 
 
 # What the confirm stage reads of a cell's prepare result (qbench.confirm.stage.open_runner).

@@ -405,9 +405,11 @@ def _activation_qmax(module: Any) -> set[int]:
     """quant_max of every activation quantize node of a converted PT2E module."""
     found = set()
     for node in module.graph.nodes:
-        if node.op == "call_function" and "quantize_per_tensor" in str(node.target):
-            if "dequantize" not in str(node.target):
-                found.add(int(node.args[4]))  # (x, scale, zero_point, quant_min, quant_max, dtype)
+        target = str(node.target)
+        if node.op == "call_function" and "quantize_per_tensor" in target and (
+            "dequantize" not in target
+        ):
+            found.add(int(node.args[4]))  # (x, scale, zero_point, quant_min, quant_max, dtype)
     return found
 
 

@@ -271,3 +271,21 @@ def test_executor_option_errors_are_one_line(tmp_path: Path, tiny_onnx: Path) ->
         proc = run_qbench("run", str(suite), "--no-report", "--executor", spec, timeout=120)
         assert proc.returncode == 2, (spec, proc.stderr)
         assert proc.stderr.strip() == f"qbench: error: {message}", proc.stderr
+
+
+def test_code_in_the_working_folder_never_runs_in_a_ray_task(
+    cluster: dict[str, Any], tmp_path: Path, tiny_onnx: Path
+) -> None:
+    """Ray puts the driver's working folder first on its workers' sys.path: a pydantic.py
+    where `qbench run` starts must still not run in the task (nor in the cell's stages)."""
+    from tests.test_security import plant_shadow_modules, qbench_as_installed
+
+    suite = _suite(tmp_path, tiny_onnx, ["alpha"])
+    marker = tmp_path / "imported"
+    plant_shadow_modules(tmp_path, marker, ("pydantic", "json", "runpy"))
+    proc = qbench_as_installed("run", str(suite), "--store", str(tmp_path / "store"),
+                               "--no-report", "--no-confirm", "--json", "--executor",
+                               f"ray:{cluster['address']}", cwd=tmp_path)  # fmt: skip
+    assert not marker.exists(), marker.read_text()
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["counts"]["ok"] == 2, proc.stdout

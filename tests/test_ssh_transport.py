@@ -449,10 +449,117 @@ def test_every_ssh_call_ends_its_options_before_the_destination(tmp_path: Path) 
     argv = conn.command("true")
     assert argv[argv.index("me@box") - 1] == "--"
     assert "StrictHostKeyChecking=yes" in argv
-    assert f"UserKnownHostsFile={os.path.expanduser('~/.ssh/known_hosts')}" in argv
+    assert f'UserKnownHostsFile="{os.path.expanduser("~/.ssh/known_hosts")}"' in argv
     off = _Ssh(SshParams(host="box", host_key_check="off", multiplex=False), tmp_path)
     assert "StrictHostKeyChecking=no" in off.command("true")
-    assert f"UserKnownHostsFile={os.devnull}" in off.command("true")
+    assert f'UserKnownHostsFile="{os.devnull}"' in off.command("true")
+
+
+def _effective(argv: list[str]) -> dict[str, str]:
+    """What the real ssh makes of a command line (`ssh -G`: its configuration, no connection)."""
+    if shutil.which("ssh") is None:
+        pytest.skip("no ssh client (openssh-client) on this host")
+    done = subprocess.run([argv[0], "-G", *argv[1:]], capture_output=True, text=True, timeout=30,
+                          stdin=subprocess.DEVNULL)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return dict(line.split(" ", 1) for line in done.stdout.splitlines() if " " in line)
+
+
+def test_qbench_host_key_options_win_in_the_effective_ssh_config(tmp_path: Path) -> None:
+    """ssh keeps the first value of an option: qbench's come first, so even options that slip
+    past the plan's check (built here without it) leave strict checking of the right file.
+    The file's name has spaces, two in a row: unquoted, ssh would read it as several files
+    (and print them joined by single spaces)."""
+    from qbench.transports.ssh import _Ssh
+
+    known = tmp_path / "known  hosts dir" / "known hosts"
+    weakening = ["StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null", "CheckHostIP=yes"]
+    checked = SshParams(host="box", known_hosts=str(known)).model_dump()
+    params = SshParams.model_construct(**{**checked, "options": weakening})
+    for multiplex in (False, True):
+        conn = _Ssh(params.model_copy(update={"multiplex": multiplex}), tmp_path)
+        try:
+            config = _effective(conn.command("true"))
+        finally:
+            conn.close()
+        assert config["stricthostkeychecking"] == "true"
+        assert config["userknownhostsfile"] == str(known)
+        assert config["batchmode"] == "yes"
+        assert config["checkhostip"] == "yes"  # an option that weakens nothing still applies
+        if multiplex:
+            assert config["controlpath"] == f"{conn.control_dir}/c"
+
+
+def test_a_known_hosts_file_with_spaces_in_its_path_is_read_whole(
+    sshd: Sshd, tmp_path: Path
+) -> None:
+    """The pinned key sits in a file whose path has spaces: a strict connection succeeds."""
+    from qbench.transports.ssh import _Ssh
+
+    known = tmp_path / "pinned  keys" / "known hosts"
+    known.parent.mkdir()
+    shutil.copy(sshd.known_hosts, known)
+    params = SshParams(**sshd.params(tmp_path, known_hosts=str(known)))  # type: ignore[arg-type]
+    assert params.host_key_check == "strict"
+    conn = _Ssh(params, tmp_path)
+    try:
+        assert conn.open() is None
+        assert conn.run("echo reached", timeout=30).stdout.decode().strip() == "reached"
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    ("option", "words"),
+    [
+        ("StrictHostKeyChecking=no", "set by host_key_check"),
+        ("stricthostkeychecking no", "set by host_key_check"),
+        ("UserKnownHostsFile /dev/null", "set by known_hosts"),
+        ("USERKNOWNHOSTSFILE=/dev/null", "set by known_hosts"),
+        ("GlobalKnownHostsFile=/tmp/k", "which host keys are trusted"),
+        ("HostKeyAlias=trusted.example", "which host keys are trusted"),
+        ("NoHostAuthenticationForLocalhost=yes", "which host keys are trusted"),
+        ("VerifyHostKeyDNS yes", "which host keys are trusted"),
+        ("PKCS11Provider=/tmp/evil.so", "load a library"),
+        ("SecurityKeyProvider /tmp/evil.so", "load a library"),
+        ("KnownHostsCommand=/bin/true", "run a program"),
+        ("Include /tmp/evil_config", "run a program"),
+        ("ControlPath=/tmp/elsewhere", "set by multiplex"),
+        ("Port=2222", "set by port"),
+        ("ProxyJump=-oProxyCommand=touch", "ProxyJump=[USER@]HOST[:PORT]"),
+        ("ProxyJump=jump;touch", "ProxyJump=[USER@]HOST[:PORT]"),
+        ("SetEnv=A=1\nProxyCommand=touch", "on one line"),
+    ],
+)
+def test_options_that_weaken_or_override_qbench_are_refused(option: str, words: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as info:
+        SshParams(host="box", options=[option])
+    error = info.value.errors()[0]
+    assert error["loc"][0] == "options" and words in error["msg"], error
+
+
+def test_options_that_weaken_nothing_pass() -> None:
+    fine = ["CheckHostIP=yes", "ProxyJump=me@jump.lan:2222,[fe80::1%eth0]", "ProxyJump none",
+            "Compression=yes", "IdentityFile=~/.ssh/other",
+            "HostKeyAlgorithms=ssh-ed25519"]  # fmt: skip
+    assert SshParams(host="box", options=fine).options == fine
+
+
+def test_a_device_file_that_turns_host_keys_off_is_refused_by_the_plan(tmp_path: Path) -> None:
+    """The issue's device file: one line naming the file, the field and what is expected."""
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    _device_file(tmp_path, "board", {"host": "box", "known_hosts": str(known),
+                                     "options": ["StrictHostKeyChecking=no",
+                                                 "UserKnownHostsFile=/dev/null"]})  # fmt: skip
+    suite = write_suite(tmp_path, "name: t\nmodels: [digits_cnn]\ndevices: [board]\n")
+    proc = run_qbench("run", str(suite), "--dry-run", cwd=tmp_path)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    for words in ("board.yaml", "options", "StrictHostKeyChecking=no", "host_key_check"):
+        assert words in lines[0], (words, lines[0])
 
 
 def test_plan_time_check_of_files_and_folders(tmp_path: Path) -> None:

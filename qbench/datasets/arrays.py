@@ -15,7 +15,7 @@ from typing import ClassVar
 import numpy as np
 from pydantic import Field
 
-from qbench.datasets.base import Dataset, Split
+from qbench.datasets.base import Dataset, Split, check_finite, class_labels
 from qbench.inputs import DEFAULT_FIELD, Inputs, InputSpec
 from qbench.params import CheckError, Params
 from qbench.plugins import datasets
@@ -142,18 +142,35 @@ class Arrays(Dataset):
         elif next(iter(fields.values()))[0][0] < 2:
             raise CheckError("path", f"{p.path}: one sample cannot be split into evaluation "
                              "and calibration inputs (give calib_path)")  # fmt: skip
+        # The values too, before anything runs: NaN or Inf inputs and labels that are no class
+        # index would each be measured as a plausible number (top-1 0.0 "ok")
+        for field, value in (("path", p.path), ("calib_path", p.calib_path)):
+            if value is not None:
+                try:
+                    self._read(Path(value).expanduser())
+                except ValueError as exc:
+                    raise CheckError(field, str(exc)) from None
+                except (OSError, EOFError, zipfile.BadZipFile) as exc:
+                    raise CheckError(field, f"{value}: cannot be read ({exc})") from None
 
     def fields(self) -> list[InputSpec]:
         return [InputSpec(k, v[0][1:], v[1]) for k, v in self._shapes(self._path, "path").items()]
 
     def _read(self, path: Path) -> tuple[Inputs, np.ndarray | None]:
+        """The file's inputs and int64 labels; ValueError naming the file and the first sample
+        whose input is not finite or whose label is no class index."""
         p = self.params
         assert isinstance(p, ArraysParams)
+        labels = None
         if path.suffix == ".npy":
-            return {DEFAULT_FIELD: np.load(path)}, None
-        with np.load(path) as data:
-            labels = data[p.labels].astype(np.int64) if p.labels in data.files else None
-            return {k: data[k] for k in data.files if k != p.labels}, labels
+            inputs = {DEFAULT_FIELD: np.load(path)}
+        else:
+            with np.load(path) as data:
+                inputs = {k: data[k] for k in data.files if k != p.labels}
+                if p.labels in data.files:
+                    labels = class_labels(data[p.labels], f"{path}: {p.labels}")
+        check_finite(inputs, str(path))
+        return inputs, labels
 
     def load(self, split: Split, n: int | None, seed: int = 0) -> tuple[Inputs, np.ndarray | None]:
         p = self.params

@@ -82,6 +82,51 @@ class Dataset:
         return "" if self.labelled else f"dataset {self.label} has no labels: top-1 not measured"
 
 
+def check_finite(inputs: np.ndarray | Inputs, where: str) -> None:
+    """ValueError naming the first sample whose input holds NaN or Inf: a model's outputs on
+    it are NaN or Inf, and top-1 and cosine computed from them would be stored as numbers."""
+    arrays = inputs if isinstance(inputs, dict) else {DEFAULT_FIELD: inputs}
+    for name, array in arrays.items():
+        array = np.asarray(array)
+        if array.dtype.kind not in "fc" or array.ndim == 0 or array.size == 0:
+            continue  # integers (token ids, masks) are finite
+        flat = array.reshape(len(array), -1)
+        bad = ~np.isfinite(flat)
+        rows = np.flatnonzero(bad.any(axis=1))
+        if len(rows):
+            value = flat[rows[0]][bad[rows[0]]][0]
+            raise ValueError(f"{where}: {name}[{rows[0]}] holds {value} ({len(rows)} sample(s) "
+                             "do): inputs must be finite numbers")  # fmt: skip
+
+
+def class_labels(labels: np.ndarray, where: str) -> np.ndarray:
+    """`labels` as int64 class indices; ValueError naming the first that is none (NaN, a
+    fraction, negative): cast to int64 as they are, NaN becomes a huge negative number and
+    -1 a class no model has, and every such input counts as a wrong answer, silently."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"{where}: labels of shape {labels.shape}: expected one class index "
+                         "per sample")  # fmt: skip
+    if labels.dtype.kind == "b" or labels.dtype.kind not in "iuf":
+        raise ValueError(f"{where}: labels of type {labels.dtype}: expected integer class "
+                         "indices")  # fmt: skip
+    if labels.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            whole = np.isfinite(labels) & (labels == np.round(labels))
+        if not whole.all():
+            i = int(np.flatnonzero(~whole)[0])
+            raise ValueError(f"{where}: label [{i}] is {labels[i]}: expected an integer class "
+                             "index")  # fmt: skip
+    negative = np.flatnonzero(labels < 0)
+    if len(negative):
+        i = int(negative[0])
+        raise ValueError(f"{where}: label [{i}] is {labels[i]}: class indices start at 0")
+    if len(labels) and labels.max() > np.iinfo(np.int32).max:
+        i = int(labels.argmax())
+        raise ValueError(f"{where}: label [{i}] is {labels[i]}: not a class index")
+    return labels.astype(np.int64)
+
+
 def dataset_ref(value: Any) -> tuple[str, dict[str, Any]]:
     """(name, params) of a dataset given as a name or as {name, params[, label]}."""
     if isinstance(value, str):

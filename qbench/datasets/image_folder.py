@@ -65,11 +65,25 @@ class ImageFolderParams(Params):
             raise ValueError("std values must not be zero")
         return value
 
+    @field_validator("scale", "mean", "std")
+    @classmethod
+    def _finite(cls, value: float | list[float]) -> float | list[float]:
+        # NaN or Inf here makes every input NaN, and every metric of it a meaningless number
+        if not np.isfinite(value).all():
+            raise ValueError("expected finite numbers (no NaN or Inf)")
+        return value
+
     @model_validator(mode="after")
     def _per_channel(self) -> ImageFolderParams:
         for name in ("mean", "std"):
-            if len(getattr(self, name)) not in (1, self.channels):
-                raise ValueError(f"{name} needs 1 or {self.channels} values (one per channel)")
+            given = len(getattr(self, name))
+            if given in (1, self.channels):
+                continue
+            if self.channels == 1:  # the defaults are ImageNet's three RGB values
+                raise ValueError(f"channel_order L has one (grey) channel, so {name} takes one "
+                                 f"value, not {given}: give mean: [M] and std: [S]")  # fmt: skip
+            raise ValueError(f"{name} needs 1 or 3 values (one per {self.channel_order} "
+                             f"channel), not {given}")  # fmt: skip
         return self
 
     @property
@@ -79,6 +93,24 @@ class ImageFolderParams(Params):
 
 def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why PIL cannot read the image (empty, not an image, a damaged header), None where it
+    can. Reads the header (and, for PNG and a few others, checks the file), not the pixels:
+    a plan checks every image of a folder."""
+    from PIL import Image, UnidentifiedImageError
+
+    if path.stat().st_size == 0:
+        return "an empty file, not an image: remove it or replace it"
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except UnidentifiedImageError:
+        return f"not an image PIL can read (a {path.suffix} name on other data?): remove it"
+    except (OSError, SyntaxError, ValueError) as exc:  # PIL's kinds for a damaged file
+        return f"a damaged image ({exc}): remove it or replace it"
+    return None
 
 
 @datasets.register
@@ -159,12 +191,13 @@ class ImageFolder(Dataset):
                 if len(row) < 2:
                     raise CheckError("labels_csv", f"{p.labels_csv}:{number}: expected file,label")
                 name, label = row[0].strip(), row[1].strip()
-                if not label.lstrip("-").isdigit():
-                    if number == 1:
+                if not label.isdigit():  # a negative label is no class (and counts as wrong)
+                    if number == 1 and not label.lstrip("-").isdigit():
                         continue  # a header row
                     raise CheckError(
                         "labels_csv",
-                        f"{p.labels_csv}:{number}: label {label!r} is not an integer class index",
+                        f"{p.labels_csv}:{number}: label {label!r} is not a class index (0, 1, "
+                        "...)",
                     )
                 image = self._folder / name
                 if not image.is_file():
@@ -175,7 +208,10 @@ class ImageFolder(Dataset):
         return found
 
     def check(self) -> None:
-        self._listing()
+        for path, _ in self._listing():
+            why = _unreadable(path)
+            if why:
+                raise CheckError("path", f"{path}: {why}")
 
     def fingerprint(self) -> object:
         import hashlib
@@ -209,6 +245,14 @@ class ImageFolder(Dataset):
         return chosen
 
     # ---- pixels ---------------------------------------------------------------------------
+    def _read_pixels(self, path: Path) -> np.ndarray:
+        """The image's preprocessed pixels; ValueError naming the file where it cannot be
+        decoded (cut short after the plan checked its header)."""
+        try:
+            return self._pixels(path)
+        except (OSError, SyntaxError, ValueError) as exc:  # PIL's kinds for a damaged file
+            raise ValueError(f"{path}: cannot be decoded as an image ({exc})") from None
+
     def _pixels(self, path: Path) -> np.ndarray:
         from PIL import Image
 
@@ -249,7 +293,7 @@ class ImageFolder(Dataset):
             items = [items[i] for i in np.random.default_rng(seed).permutation(len(items))]
         if n is not None:
             items = items[:n]
-        x = np.stack([self._pixels(path) for path, _ in items]).astype(np.float32)
+        x = np.stack([self._read_pixels(path) for path, _ in items]).astype(np.float32)
         labels = [label for _, label in items]
         y = None if any(v is None for v in labels) else np.asarray(labels, np.int64)
         return x, y

@@ -16,6 +16,7 @@ local cluster started for the run whose resources are the plan's devices (one un
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -56,11 +57,33 @@ def device_resource(device: str) -> str:
 
 
 _connected_here = False  # this module called ray.init (and so calls ray.shutdown)
+_driver_folder: Path | None = None  # the working folder ray.init saw (see _clean_folder)
+
+
+def _clean_folder() -> Path:
+    """A fresh folder holding only a link to this qbench package, the working folder while
+    ray.init runs. Ray puts the driver's working folder first on every worker's sys.path, so a
+    pydantic.py in the folder `qbench run` was started from ran inside every task; from this
+    one the workers import the same qbench as this process (installed or not) and nothing
+    else. Named like a run's work folder, so the one of a killed run is swept too."""
+    import qbench
+    from qbench.runner import WORKROOT_PREFIX
+
+    folder = Path(tempfile.mkdtemp(prefix=f"{WORKROOT_PREFIX}{os.getpid()}-ray-"))
+    (folder / "qbench").symlink_to(Path(qbench.__file__).resolve().parent)
+    return folder
+
+
+def _drop_clean_folder() -> None:
+    global _driver_folder
+    if _driver_folder is not None:
+        shutil.rmtree(_driver_folder, ignore_errors=True)  # the link, not what it points to
+        _driver_folder = None
 
 
 def connect(params: RayParams, devices: list[str]) -> None:
     """Join the cluster once per process; later calls reuse the connection."""
-    global _connected_here
+    global _connected_here, _driver_folder
     import ray
 
     if ray.is_initialized():
@@ -69,6 +92,17 @@ def connect(params: RayParams, devices: list[str]) -> None:
     address = params.address or os.environ.get("RAY_ADDRESS")
     if address:
         _probe(address)
+    _driver_folder = _clean_folder()
+    try:
+        with contextlib.chdir(_driver_folder):
+            _init(ray, address, devices, quiet)
+    except BaseException:
+        _drop_clean_folder()
+        raise
+    _connected_here = True
+
+
+def _init(ray: Any, address: str | None, devices: list[str], quiet: dict[str, Any]) -> None:
     try:
         if address:
             ray.init(address=address, **quiet)
@@ -86,7 +120,6 @@ def connect(params: RayParams, devices: list[str]) -> None:
         raise FleetError(
             f"--executor ray: cannot reach the Ray cluster at {address}: {first}"
         ) from None
-    _connected_here = True
 
 
 def _probe(address: str, timeout: float = 5.0) -> None:
@@ -110,6 +143,7 @@ def disconnect() -> None:
 
         ray.shutdown()
         _connected_here = False
+        _drop_clean_folder()
 
 
 def check_devices(cells: list[Cell]) -> None:

@@ -33,6 +33,7 @@ from qbench.suite.schema import MemberRef
 
 Task = Literal["auto", "embedding", "causal_lm", "sequence_classification"]
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+GGUF_MAGIC = b"GGUF"  # the first bytes of every GGUF file (its spec)
 HF_CACHE_VERSION = 1  # bump when the cached float checkpoint of a .gguf changes
 
 
@@ -225,6 +226,10 @@ class HfLocalModel(ModelSource):
                 raise CheckError("path", f"{hf.path}: expected a checkpoint folder or a .gguf file")
             if hf.task not in ("auto", "causal_lm"):
                 raise CheckError("task", f"{hf.task}: a .gguf file holds a causal LM")
+            with open(path, "rb") as fh:  # a text file so named would fail only in the cell
+                if fh.read(len(GGUF_MAGIC)) != GGUF_MAGIC:
+                    raise CheckError("path", f"{hf.path}: not a GGUF file (it does not start "
+                                     f"with the {GGUF_MAGIC.decode()} magic bytes)")  # fmt: skip
             return
         if not (path / "config.json").is_file():
             raise CheckError("path", f"{hf.path}: no config.json (not a transformers checkpoint)")

@@ -214,12 +214,10 @@ def write_dashboard(store: str | Path, out: str | Path, title: str | None = None
     if len(history) == 0:
         raise ValueError(f"store {store} has no results: nothing to draw (run a suite first)")
     page = build_dashboard_html(history, title or f"qbench dashboard — {Path(store).name}")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)  # a reader never sees half a page
-    return out
+    from qbench.files import write_atomic
+
+    # a reader never sees half a page, and a full disk leaves none (nor a temporary file)
+    return write_atomic(out, page)
 
 
 def _counts(history: Any, changes: list[FoundChange]) -> str:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -34,6 +35,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
+from qbench.files import NotRegularFile, is_regular, open_regular
 from qbench.store.schema import (
     RESULT_COLUMNS,
     RUN_COLUMNS,
@@ -44,6 +46,7 @@ from qbench.store.schema import (
 __all__ = [
     "RowError",
     "RunWriter",
+    "StoreNameError",
     "Warn",
     "latest_per_cell",
     "load",
@@ -58,6 +61,12 @@ REOPEN_WAIT_S = 2.0
 
 Warn = Callable[[str], None]
 
+# A run id names the run's files (runs/ID.parquet, results/ID.parquet, journal/ID.jsonl), so it
+# must be one plain file name: qbench makes them as 20261208T002440Z-6b3f3d; any letters,
+# digits and . _ - after a letter or digit pass too (ids a library user gave RunWriter), and
+# nothing that could name another folder ("/", "..", a leading ".") or break a line.
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
 
 def warn_stderr(line: str) -> None:
     print(line, file=sys.stderr)
@@ -70,6 +79,26 @@ def _warning(path: Path, what: str, outcome: str = "skipped") -> str:
 
 def _quiet(_line: str) -> None:
     pass
+
+
+class StoreNameError(ValueError):
+    """A name read from a store (or given for one) that cannot name a file of it: a crafted or
+    damaged file. Stops the command in one line naming the file and the value (exit 2)."""
+
+
+def check_run_id(run_id: Any, source: Path, file_stem: str | None = None) -> str:
+    """`run_id`, read from `source`, when it is one plain file name (and the name of the file
+    holding it, where `file_stem` is given); StoreNameError otherwise."""
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+        raise StoreNameError(
+            f"{source}: run id {_short(run_id)} is not a qbench run id (expected letters, "
+            "digits, . _ - after a letter or digit, e.g. 20261208T002440Z-6b3f3d); move the "
+            "file out of the store"
+        )
+    if file_stem is not None and run_id != file_stem:
+        raise StoreNameError(f"{source}: run id {_short(run_id)} does not match the file's "
+                             f"name ({file_stem}); move the file out of the store")  # fmt: skip
+    return run_id
 
 
 # --- rows and Arrow tables ------------------------------------------------------------------
@@ -240,7 +269,7 @@ def _write_parquet(root: Path, run: dict[str, Any], rows: list[dict[str, Any]]) 
     sees half a file, and a kill at any point leaves the previous file or the new one."""
     import pyarrow.parquet as pq
 
-    run_id = run["run_id"]
+    run_id = check_run_id(run["run_id"], root)
     results_path = root / "results" / f"{run_id}.parquet"
     for table, path in (
         (_table(latest_per_cell(rows), RESULT_COLUMNS), results_path),
@@ -248,10 +277,14 @@ def _write_parquet(root: Path, run: dict[str, Any], rows: list[dict[str, Any]]) 
     ):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".parquet.tmp")
-        pq.write_table(table, tmp)
-        with tmp.open("rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        try:
+            pq.write_table(table, tmp)
+            with tmp.open("rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:  # a full disk: no half-written file is left beside the store's
+            tmp.unlink(missing_ok=True)
+            raise
         _fsync_dir(path.parent)
     return results_path
 
@@ -274,7 +307,8 @@ def _parse_journal(data: bytes) -> tuple[dict[str, Any] | None, list[dict[str, A
                 raise ValueError("not a journal entry")
             if kind == "run" and not isinstance(row.get("run_id"), str):
                 raise ValueError("a run entry without run_id")
-        except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError):
+            # (RecursionError: a line of JSON nested thousands of levels deep)
             bad += i != len(lines) - 1
             continue
         if kind == "run":
@@ -289,7 +323,7 @@ def _read_journal(journal: Path) -> tuple[bytes, bool] | None:
     since it was listed). The liveness test is a non-blocking shared lock, dropped at once:
     it never waits, and a live writer's exclusive lock makes it fail."""
     try:
-        fh = journal.open("rb")
+        fh = os.fdopen(open_regular(journal), "rb")  # a FIFO would block: OSError instead
     except FileNotFoundError:
         return None
     with fh:
@@ -328,9 +362,13 @@ def _parquet_rows(root: Path, run_id: str) -> tuple[dict[str, Any] | None, list[
     what pyarrow raises for a damaged file."""
     import pyarrow.parquet as pq
 
+    check_run_id(run_id, root)
     runs_file = root / "runs" / f"{run_id}.parquet"
     results_file = root / "results" / f"{run_id}.parquet"
     run = None
+    for path in (runs_file, results_file):
+        if path.exists() and not is_regular(path):  # a FIFO would block the read
+            raise ValueError(f"{path}: not a regular file")
     if runs_file.exists():
         found = pq.read_table(runs_file).to_pylist()
         run = _known(found[0], RUN_COLUMNS) if found else None
@@ -378,9 +416,11 @@ def _lock_abandoned(journal: Path) -> IO[bytes] | None:
     deadline = time.monotonic() + REOPEN_WAIT_S
     while True:
         try:
-            fh = journal.open("rb")
+            fh = os.fdopen(open_regular(journal), "rb")
         except FileNotFoundError:
             return None
+        except NotRegularFile as exc:
+            raise ValueError(f"{journal}: {exc.strerror}: move it away") from None
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             if _same_file(fh.fileno(), journal):
@@ -410,7 +450,7 @@ class RunWriter:
     def __init__(self, root: str | Path, run: dict[str, Any]) -> None:
         self.root = Path(root)
         self.run = {**run, "schema_version": SCHEMA_VERSION}
-        self.run_id = run["run_id"]
+        self.run_id = check_run_id(run["run_id"], self.root)
         _table([self.run], RUN_COLUMNS)  # fail now, not at finish() (see append)
         for sub in ("runs", "results", "journal"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -450,7 +490,7 @@ class RunWriter:
         say = warn or _quiet
         self = cls.__new__(cls)
         self.root = Path(root)
-        self.run_id = run_id
+        self.run_id = check_run_id(run_id, self.root)
         self.journal_path = self.root / "journal" / f"{run_id}.jsonl"
         self.journal_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = _claim_tmp(self.journal_path)
@@ -465,6 +505,7 @@ class RunWriter:
                             f"{self.journal_path}: no readable run entry, so run {run_id} cannot "
                             "be resumed; move the file away to resume what its Parquet holds"
                         )
+                    check_run_id(run["run_id"], self.journal_path, run_id)
                     if bad:
                         lost.append(f"{bad} unreadable line(s)")
                 try:
@@ -472,6 +513,9 @@ class RunWriter:
                 except Exception as exc:  # pyarrow raises several kinds for a damaged file
                     raise ValueError(f"run {run_id}: its Parquet files cannot be read "
                                      f"({' '.join(str(exc).split())[:100]})") from None  # fmt: skip
+                if run is None and parquet_run is not None:
+                    runs_file = self.root / "runs" / f"{run_id}.parquet"
+                    check_run_id(parquet_run.get("run_id"), runs_file, run_id)
                 run = run or parquet_run
                 if run is None:
                     raise ValueError(f"{self.root}: no run {run_id}")
@@ -550,8 +594,11 @@ def recover_journals(root: str | Path, warn: Warn | None = warn_stderr) -> list[
     recovered = []
     for journal in sorted((root / "journal").glob("*.jsonl")):
         try:
-            fh = journal.open("rb")
+            fh = os.fdopen(open_regular(journal), "rb")
         except FileNotFoundError:
+            continue
+        except NotRegularFile as exc:  # a FIFO would block the run
+            say(_warning(journal, exc.strerror, "left as it is"))
             continue
         with fh:
             # Held while finalising: a writer or another recoverer skips the journal meanwhile.
@@ -566,7 +613,7 @@ def recover_journals(root: str | Path, warn: Warn | None = warn_stderr) -> list[
             if run is None:
                 say(_warning(journal, "no readable run entry", "left as it is"))
                 continue
-            run_id = run["run_id"]
+            run_id = check_run_id(run["run_id"], journal, journal.stem)  # it names files
             try:
                 _table([run], RUN_COLUMNS)
                 _, parquet_rows = _parquet_rows(root, run_id)
@@ -618,6 +665,8 @@ def _journal_runs(root: Path, say: Warn) -> dict[str, _JournalRun]:
         if run is None:  # (a journal appears with its run line: see RunWriter._publish)
             say(_warning(journal, "no readable run entry"))
             continue
+        # `qbench run --resume` makes file names of the run ids readers find
+        check_run_id(run["run_id"], journal, journal.stem)
         problems = [f"{bad} unreadable line(s)"] if bad else []
         try:
             run_table = _table([_known(run, RUN_COLUMNS)], RUN_COLUMNS)
@@ -669,8 +718,11 @@ def _read_parquet(path: Path, columns: tuple[Column, ...], say: Warn) -> Any:
     import pyarrow.parquet as pq
 
     required = ("run_id",) if columns is RUN_COLUMNS else ("run_id", "cell_id")
+    if path.exists() and not is_regular(path):  # a FIFO would block the read
+        say(_warning(path, "not a regular file"))
+        return None
     try:
-        return _conform(pq.read_table(path), columns, required)
+        table = _conform(pq.read_table(path), columns, required)
     except FileNotFoundError:
         return None
     except Exception as exc:  # pyarrow raises several kinds for a damaged file
@@ -678,6 +730,10 @@ def _read_parquet(path: Path, columns: tuple[Column, ...], say: Warn) -> Any:
         reason = reason if len(reason) <= 100 else reason[:97] + "..."
         say(_warning(path, f"not a readable qbench Parquet file ({reason})"))
         return None
+    if columns is RUN_COLUMNS:  # `qbench run --resume` makes file names of these run ids
+        for run_id in table.column("run_id").to_pylist():
+            check_run_id(run_id, path)
+    return table
 
 
 def _frame(tables: list[Any], columns: tuple[Column, ...]) -> Any:
@@ -694,6 +750,12 @@ def _frame(tables: list[Any], columns: tuple[Column, ...]) -> Any:
         names = {c.name for c in columns}
         tables = [t.select([n for n in t.column_names if n in names]) for t in tables]
         table = pa.concat_tables(tables, promote_options="permissive")
+    # Every column of the schema, empty where no file has it (a file written by hand or by an
+    # older qbench with only run_id): readers index them without a KeyError.
+    for c in columns:
+        if c.name not in table.column_names:
+            table = table.append_column(pa.field(c.name, _arrow_type(c.type)),
+                                        pa.nulls(len(table), _arrow_type(c.type)))  # fmt: skip
     return table.to_pandas()
 
 
@@ -761,7 +823,7 @@ def run_rows(
     ValueError where the store has no such run (or its files cannot be read)."""
     say = warn or _quiet
     root = Path(root)
-    journal = root / "journal" / f"{run_id}.jsonl"
+    journal = root / "journal" / f"{check_run_id(run_id, root)}.jsonl"
     run: dict[str, Any] | None = None
     rows: list[dict[str, Any]] = []
     got = _read_journal(journal)

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from qbench.files import read_regular
 from qbench.suite.schema import Suite
 
 # A suite or device file is a page of YAML; anything larger is not one (a model given by
@@ -40,16 +41,17 @@ def format_loc(loc: Sequence[str | int]) -> str:
 class SuiteSource:
     """The parsed YAML of one suite with the node tree kept for line lookup."""
 
-    def __init__(self, path: str | Path, text: str | None = None) -> None:
+    def __init__(self, path: str | Path, text: str | None = None, what: str = "suite") -> None:
+        """`what`: the kind of file, for messages (suite, device)."""
         self.path = Path(path)
         if text is None:
-            try:
-                raw = self.path.read_bytes()
+            try:  # a regular file only (a FIFO would hang), read no further than the limit
+                raw = read_regular(self.path, MAX_FILE_BYTES)
             except OSError as exc:
                 raise SuiteError(path, None, "", f"cannot read the file ({exc.strerror})") from None
             if len(raw) > MAX_FILE_BYTES:
-                raise SuiteError(path, None, "", f"{len(raw)} bytes: too large for a suite or "
-                                 f"device file (at most {MAX_FILE_BYTES})")  # fmt: skip
+                raise SuiteError(path, None, "", f"more than {MAX_FILE_BYTES} bytes: too large "
+                                 "for a suite or device file")  # fmt: skip
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -83,7 +85,7 @@ class SuiteSource:
             raise SuiteError(path, None, "", "invalid YAML: nested too deeply") from None
         if not isinstance(self.data, dict):
             kind = type(self.data).__name__ if self.data is not None else "an empty file"
-            raise SuiteError(path, 1, "", f"expected a mapping of suite fields, got {kind}")
+            raise SuiteError(path, 1, "", f"expected a mapping of {what} fields, got {kind}")
 
     def line_of(self, loc: Sequence[str | int]) -> int | None:
         """Line (1-based) of the deepest node along `loc` that exists in the file."""

@@ -46,6 +46,7 @@ class MemberRef(Strict):
 MAX_BATCH = 65_536
 MAX_THREADS = 1_024
 MAX_LIST = 1_000  # values in one list of a suite (batch sizes, thread counts, fractions)
+MAX_PROMPT_TOKENS = 131_072  # 128k tokens: the longest context window of current local LMs
 
 
 class Scenario(Strict):
@@ -106,8 +107,11 @@ class Measurement(Strict):
     prompt_lengths: list[int] = Field(
         default=[128],
         min_length=1,
+        max_length=64,
         description="causal LMs: prompt lengths (tokens) whose prefill / time to first token "
-        "is measured; the last is the prompt decode starts from",
+        f"is measured; the last is the prompt decode starts from (1..{MAX_PROMPT_TOKENS}: "
+        "beyond the context window of any model qbench runs, a longer prompt is a typo that "
+        "would fill memory before the cell could fail)",
     )
     decode_tokens: int = Field(
         default=64, ge=1, le=100_000,
@@ -119,6 +123,10 @@ class Measurement(Strict):
     def _positive_lengths(cls, value: list[int]) -> list[int]:
         if any(n < 1 for n in value):
             raise ValueError("every prompt length must be a positive number of tokens")
+        too_long = [n for n in value if n > MAX_PROMPT_TOKENS]
+        if too_long:
+            raise ValueError(f"{too_long[0]} tokens: at most {MAX_PROMPT_TOKENS} (longer than "
+                             "any model's context window)")  # fmt: skip
         return value
 
 
@@ -137,7 +145,13 @@ class Calibration(Strict):
     samples: int = Field(
         default=64, ge=1, le=1_000_000, description="representative inputs for calibration"
     )
-    seed: int = Field(default=0, description="seed that picks the calibration inputs")
+    seed: int = Field(
+        default=0,
+        ge=0,
+        lt=2**32,
+        description="seed that picks the calibration inputs (0 to 2^32-1: numpy takes no "
+        "negative seed, and its legacy seeding none beyond 32 bits)",
+    )
     outlier_fraction: list[float] = Field(
         default=[0.0],
         max_length=MAX_LIST,

@@ -23,7 +23,7 @@ from typing import Any
 
 from qbench.cache import meta_path
 from qbench.plan import Cell
-from qbench.transports.subprocess import THREAD_VARS, describe_exit_code
+from qbench.transports.subprocess import THREAD_VARS, agent_argv, describe_exit_code
 
 # Keys of prepare's result that name files measure opens; any other "*_path" key naming an
 # existing file travels too, so a new path added to prepare reaches the device unchanged.
@@ -207,6 +207,8 @@ def failed(error: str, **extra: Any) -> dict[str, Any]:
 
 
 def measure_argv(python: str, remote_dir: str) -> list[str]:
-    """The agent's measure stage on the device, on the files copied to `remote_dir`."""
+    """The agent's measure stage on the device, on the files copied to `remote_dir` (its
+    working folder there: kept off the import path like locally, whatever the device's Python
+    version)."""
     cell, out = posixpath.join(remote_dir, "cell.json"), posixpath.join(remote_dir, "measure.json")
-    return [python, "-m", "qbench.agent", "measure", cell, out]
+    return agent_argv(python, "measure", cell, out)

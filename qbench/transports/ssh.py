@@ -12,7 +12,8 @@ compilers, torch and the artifact cache). Then, through the system `ssh` client:
 2. a fresh folder REMOTE_TMP/qbench-RANDOM receives, as one tar stream, cell.json, the
    artifact (with its metadata), the eval inputs, the fp32 reference outputs and a
    prepared.json whose paths name those copies;
-3. `REMOTE_PYTHON -m qbench.agent measure` runs there under `timeout` with the cell's thread
+3. qbench's agent (`REMOTE_PYTHON -c ...`, see qbench.transports.subprocess.agent_argv: the
+   folder is kept off its import path) measures there under `timeout` with the cell's thread
    variables, the forwarded QBENCH_PLUGINS and the device file's `env`; the ssh call itself
    is guarded too, in case the connection hangs;
 4. measure.json comes back with `cat`, and is merged with prepare's result as the subprocess
@@ -27,8 +28,14 @@ fingerprint, with `ssh-keyscan -p PORT HOST >> ~/.ssh/known_hosts`. `accept-new`
 unknown host's key in `known_hosts` on first use (trust on first use) and refuses a changed
 one; `off` verifies nothing (a throw-away lab network only). `host` and `user` are checked at
 plan time (a host that begins with `-` would be read by ssh as an option), every ssh call
-puts `--` before the destination, and `options` that make ssh run a local command
-(ProxyCommand, LocalCommand, KnownHostsCommand, PermitLocalCommand) are refused.
+puts `--` before the destination, and qbench's own options come first on the command line (ssh
+keeps the first value it is given: a device file's `options` or ~/.ssh/config cannot undo
+them). `options` are checked at plan time (`option_problem`): refused are those qbench sets
+itself, those that change which host keys are trusted (GlobalKnownHostsFile, HostKeyAlias,
+VerifyHostKeyDNS, ...), and those that make ssh run a program or load a library on this host
+(ProxyCommand, LocalCommand, KnownHostsCommand, PKCS11Provider, SecurityKeyProvider, Include,
+Match, ...). ProxyJump is allowed with plain [user@]host[:port] hops: the device's key is
+still checked end to end as host_key_check says (a jump host's by ssh's own configuration).
 """
 
 from __future__ import annotations
@@ -70,10 +77,37 @@ HOUSEKEEPING_S = 60
 # A host name, IPv4/IPv6 address (with a zone) or ssh_config alias; never an option.
 _HOST = re.compile(r"^[A-Za-z0-9_\[][A-Za-z0-9_.:%\[\]-]*$")
 _USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$")
-_OPTION = re.compile(r"^[A-Za-z][A-Za-z0-9]*[ =]")
-# ssh options that run a command on this host: a device file must not carry them.
-_COMMAND_OPTIONS = ("proxycommand", "localcommand", "permitlocalcommand", "knownhostscommand",
-                    "match")  # fmt: skip
+_OPTION = re.compile(r"^([A-Za-z][A-Za-z0-9]*)[ =]")
+# A ProxyJump hop: [user@]host[:port], host a name or a bracketed IPv6 address.
+_JUMP = re.compile(r"^(?:[A-Za-z0-9_][A-Za-z0-9_.-]*@)?"
+                   r"(?:[A-Za-z0-9_][A-Za-z0-9_.-]*|\[[0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.-]+)?\])"
+                   r"(?::[0-9]{1,5})?$")  # fmt: skip
+# What a device file's `options` may not set (ssh option names are case-insensitive), and why.
+# qbench's own options come first on the command line and ssh keeps the first value it is
+# given, so one of them set here would be ignored; refused rather than seemingly accepted.
+_OWN_OPTIONS = {
+    "batchmode": "qbench sets it (never a password prompt)",
+    "connecttimeout": "set by connect_timeout",
+    "stricthostkeychecking": "set by host_key_check",
+    "userknownhostsfile": "set by known_hosts",
+    "loglevel": "qbench sets it",
+    "serveraliveinterval": "qbench sets it",
+    "serveralivecountmax": "qbench sets it",
+    "identitiesonly": "set by key",
+    "controlmaster": "set by multiplex",
+    "controlpath": "set by multiplex",
+    "controlpersist": "set by multiplex",
+    "port": "set by port",
+}
+# Options that change which host keys ssh trusts for the device (known_hosts and
+# host_key_check say that, alone; UpdateHostKeys lets the device add keys to that file).
+_TRUST_OPTIONS = ("globalknownhostsfile", "hostkeyalias", "nohostauthenticationforlocalhost",
+                  "verifyhostkeydns", "updatehostkeys")  # fmt: skip
+# Options that make ssh run a program or load a library on this host (Include and Match
+# could bring any of them in).
+_EXEC_OPTIONS = ("proxycommand", "localcommand", "permitlocalcommand", "knownhostscommand",
+                 "pkcs11provider", "securitykeyprovider", "xauthlocation", "include",
+                 "match")  # fmt: skip
 
 
 class SshParams(Params):
@@ -96,7 +130,13 @@ class SshParams(Params):
         default="/tmp",
         description="folder on the device under which each cell gets its own, removed after",
     )
-    connect_timeout: int = Field(default=10, ge=1, description="seconds to establish a connection")
+    connect_timeout: int = Field(
+        default=10,
+        ge=1,
+        le=600,
+        description="seconds to establish a connection (at most 600: a host that takes longer "
+        "to answer is down, and every connection of a run would wait that long first)",
+    )
     known_hosts: str = Field(
         default="~/.ssh/known_hosts",
         description="known_hosts file holding the device's host key (see host_key_check)",
@@ -114,7 +154,10 @@ class SshParams(Params):
     )
     env: dict[str, str] = Field(default={}, description="extra environment on the device")
     options: list[str] = Field(
-        default=[], description="extra ssh -o options (KEY=VALUE), applied before qbench's own"
+        default=[],
+        description="extra ssh -o options (KEY=VALUE), after qbench's own; refused: those qbench "
+        "sets, those that widen host-key trust, run a program or load a library (README: "
+        "Remote devices)",
     )
     multiplex: bool = Field(
         default=True, description="one ssh connection per cell (OpenSSH ControlMaster)"
@@ -139,11 +182,9 @@ class SshParams(Params):
     @classmethod
     def _options(cls, value: list[str]) -> list[str]:
         for option in value:
-            if not _OPTION.match(option):
-                raise ValueError(f"{option!r}: expected KEY=VALUE")
-            if re.split(r"[ =]", option, maxsplit=1)[0].lower() in _COMMAND_OPTIONS:
-                raise ValueError(f"{option!r}: options that run a command on this host are "
-                                 "refused (set them in ~/.ssh/config if you mean it)")  # fmt: skip
+            why = option_problem(option)
+            if why is not None:
+                raise ValueError(f"{option!r}: {why}")
         return value
 
     @field_validator("env")
@@ -153,6 +194,35 @@ class SshParams(Params):
             if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
                 raise ValueError(f"{name!r}: expected an environment variable name")
         return value
+
+
+def option_problem(option: str) -> str | None:
+    """Why a device file's ssh option is refused (what is expected instead), or None."""
+    found = _OPTION.match(option)
+    if found is None or any(ord(c) < 32 or c == "\x7f" for c in option):
+        return "expected KEY=VALUE (or KEY VALUE) on one line"
+    name = found.group(1).lower()
+    if name in _OWN_OPTIONS:
+        return f"expected an option qbench does not set ({found.group(1)}: {_OWN_OPTIONS[name]})"
+    if name in _TRUST_OPTIONS:
+        return ("options that change which host keys are trusted are refused (expected the "
+                "device's key in known_hosts, checked as host_key_check says)")  # fmt: skip
+    if name in _EXEC_OPTIONS:
+        return ("options that make ssh run a program or load a library on this host are "
+                "refused (set them in ~/.ssh/config if you mean it)")  # fmt: skip
+    if name == "proxyjump":
+        hops = option[found.end() :].strip(" =\t")
+        if hops.lower() != "none" and not all(_JUMP.match(h) for h in hops.split(",")):
+            return "expected ProxyJump=[USER@]HOST[:PORT][,...] (or none)"
+    return None
+
+
+def ssh_config_path(path: str) -> str:
+    """A file name as an ssh option's value, read back by ssh as exactly that one file: in
+    double quotes (ssh splits a value at spaces, and UserKnownHostsFile takes a list), with
+    quotes and backslashes escaped and % doubled (ssh expands %h, %u, ... in file names)."""
+    escaped = path.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    return f'"{escaped}"'
 
 
 class _Ssh:
@@ -172,14 +242,14 @@ class _Ssh:
 
     def argv(self, *extra: str) -> list[str]:
         p = self.params
-        args = ["ssh", "-T", "-p", str(p.port)]
-        for option in p.options:  # ssh keeps the first value given: these win
-            args += ["-o", option]
-        args += [
+        # qbench's options first: ssh keeps the first value it is given for an option, so
+        # nothing after them (a device file's `options`, ~/.ssh/config) changes them.
+        args = [
+            "ssh", "-T", "-p", str(p.port),
+            "-o", f"StrictHostKeyChecking={HOST_KEY_OPTION[p.host_key_check]}",
+            "-o", f"UserKnownHostsFile={ssh_config_path(self.known_hosts)}",
             "-o", "BatchMode=yes",
             "-o", f"ConnectTimeout={p.connect_timeout}",
-            "-o", f"StrictHostKeyChecking={HOST_KEY_OPTION[p.host_key_check]}",
-            "-o", f"UserKnownHostsFile={self.known_hosts}",
             "-o", "LogLevel=ERROR",
             "-o", "ServerAliveInterval=15",
             "-o", "ServerAliveCountMax=4",
@@ -187,7 +257,9 @@ class _Ssh:
         if p.key:
             args += ["-i", os.path.expanduser(p.key), "-o", "IdentitiesOnly=yes"]
         if self.control_dir is not None:
-            args += ["-o", f"ControlPath={self.control_dir}/c"]
+            args += ["-o", f"ControlPath={ssh_config_path(str(self.control_dir / 'c'))}"]
+        for option in p.options:  # checked at plan time: none of them overrides the above
+            args += ["-o", option]
         return [*args, *extra]
 
     def open(self) -> str | None:
@@ -218,7 +290,7 @@ class _Ssh:
                 p = self.params
                 why += (f" (known_hosts {self.known_hosts}: add the device's key after checking "
                         f"its fingerprint, `ssh-keyscan -p {p.port} {p.host} >> "
-                        f"{self.known_hosts}`, or set host_key_check)")  # fmt: skip
+                        f"{shlex.quote(self.known_hosts)}`, or set host_key_check)")  # fmt: skip
             return why
         self.master = self.control_dir is not None
         return None

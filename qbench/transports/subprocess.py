@@ -38,6 +38,25 @@ THREAD_VARS = (
 )
 
 
+# How every transport starts qbench's agent: `python -c AGENT_BOOTSTRAP STAGE CELL OUT`, not
+# `python -m qbench.agent`. `-m` (like a script) puts the working folder first on sys.path, so a
+# json.py in the folder qbench was started from ran inside every cell. `-c` puts "" (that same
+# folder) there instead, which the bootstrap removes before it imports anything; runpy then
+# runs the agent exactly as `-m` would. Not `-P` or `-I`: a device's Python may predate 3.11
+# (`-P`), and `-I` also drops PYTHONPATH, through which plugins and a checkout that is not
+# installed are found. Under PYTHONSAFEPATH nothing is prepended and nothing is removed.
+AGENT_BOOTSTRAP = (
+    'import sys; sys.path[:1] = [p for p in sys.path[:1] if p != ""]; '
+    'import runpy; runpy.run_module("qbench.agent", run_name="__main__", alter_sys=True)'
+)
+
+
+def agent_argv(python: str, *args: str) -> list[str]:
+    """The command line running qbench's agent with `args` (stage, cell.json, result file),
+    the working folder kept off its import path (see AGENT_BOOTSTRAP)."""
+    return [python, "-c", AGENT_BOOTSTRAP, *args]
+
+
 class SubprocessParams(Params):
     python: str = Field(default=sys.executable, description="interpreter that runs the agent")
 
@@ -99,7 +118,7 @@ def run_stage(
     stderr_path = workdir / f"{stage}.stderr"
     with open(workdir / f"{stage}.stdout", "wb") as stdout, open(stderr_path, "wb") as stderr:
         proc = subprocess.Popen(
-            [python, "-m", "qbench.agent", stage, str(workdir / "cell.json"), str(out)],
+            agent_argv(python, stage, str(workdir / "cell.json"), str(out)),
             stdout=stdout,
             stderr=stderr,
             stdin=subprocess.DEVNULL,
