@@ -79,6 +79,9 @@ def assemble_row(
         row["duration_s"] = (datetime.fromisoformat(ran_to) - row["started_at"]).total_seconds()
     if row.get("status") != "ok":
         row.setdefault("status", "failed")
+        planned = row.pop("execution", None)
+        if planned:  # nothing ran to be native or simulated: the plan's word is not a fact
+            row["notes"].append(f"execution empty: the cell did not finish (planned: {planned})")
         if result.get("traceback"):  # where the stage failed, for the report's details
             row["error_traceback"] = str(result["traceback"])
     return row

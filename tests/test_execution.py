@@ -57,6 +57,9 @@ def test_crash_hang_and_raise_do_not_stop_the_run(tmp_path: Path, tiny_onnx: Pat
     raised = by_id.loc["tiny/fp32/faulty[mode=raise]/local/b1/t1"]
     assert raised.status == "failed"
     assert raised.error == "measure: RuntimeError: faulty backend raised on purpose"
+    for row in (crash, hang, raised):  # nothing ran to be native or simulated
+        assert row.execution is None or pd.isna(row.execution)
+        assert "execution empty: the cell did not finish (planned: native)" in list(row.notes)
     ok = by_id.loc["tiny/fp32/onnxruntime/local/b1/t1"]
     assert ok.status == "ok"
     assert ok.latency_p50_ms > 0
