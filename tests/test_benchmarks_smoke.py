@@ -153,7 +153,8 @@ def test_fault_corpus(tmp_path: Path) -> None:
     out = _script("fault_corpus.py", "--cases", "run-threads-zero,report-o-folder",
                   cwd=tmp_path)  # fmt: skip
     assert out.strip().splitlines()[-1] == (
-        "tried: 2  traceback: 0  exit not 2: 0  not one line: 0  unnamed: 0"
+        "tried: 2  traceback: 0  hang: 0  wrong exit: 0  silently accepted: 0  not one line: 0  "
+        "unnamed: 0"
     )
 
 

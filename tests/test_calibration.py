@@ -349,7 +349,9 @@ def described(fmt: str = "onnx", **params: Any) -> dict[str, Any]:
 def test_describe_columns() -> None:
     row = described()
     assert row["calibrator"] == "minmax" and "percentile" not in row
-    assert (row["bits_w"], row["bits_a"], row["act_dtype"]) == (8, 8, "uint8")
+    assert row["bits_w"] is None  # reduce_range auto: decided for the device's CPU in prepare
+    assert described(reduce_range=False)["bits_w"] == 8
+    assert (row["bits_a"], row["act_dtype"]) == (8, "uint8")
     assert row["granularity"] == "per_channel" and row["weight_scheme"] == "uniform"
     for calibrator in ("entropy", "mse"):
         row = described(calibrator=calibrator, percentile=99.0)
@@ -364,7 +366,8 @@ def test_describe_columns() -> None:
     assert described(per_channel=False)["granularity"] == "per_tensor"
     legacy = described("torch", torch_flow="fx")
     assert legacy["bits_a"] == 7 and legacy["calibrator"] == "minmax"
-    pt2e = described("torch")  # X86InductorQuantizer: full uint8 grid, histogram ranges
+    # X86InductorQuantizer: full uint8 grid (reduce_range decided per CPU), histogram ranges
+    pt2e = described("torch", reduce_range=False)
     assert pt2e["bits_a"] == 8 and pt2e["calibrator"] == "histogram"
 
 
