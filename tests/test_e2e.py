@@ -9,6 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from qbench.hostinfo import cpu_info
+from qbench.quant.saturation import u8s8_saturates
 from tests.conftest import run_qbench, write_suite
 
 
@@ -48,7 +50,9 @@ def test_digits_suite_end_to_end(tmp_path: Path) -> None:
             0.5 if backend == "onnxruntime" else 0.6
         )
         assert int8.packed_bytes < fp32.packed_bytes / 3
-        assert int8.execution == "native" and int8.bits_w == 8
+        # 7-bit ONNX weights where this CPU's u8s8 kernels saturate (asked of the probe)
+        seven = backend == "onnxruntime" and u8s8_saturates(cpu_info()["cpu_flags"])
+        assert int8.execution == "native" and int8.bits_w == (7 if seven else 8)
         assert int8.calib_samples == 64 and int8.calib_sha256
         assert fp32.latency_p50_ms > 0 and fp32.peak_rss_mb > 0
         assert fp32.latency_ci_low_ms <= fp32.latency_p50_ms <= fp32.latency_ci_high_ms
