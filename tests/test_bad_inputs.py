@@ -373,6 +373,8 @@ def test_a_damaged_store_is_read_on_with_one_warning_per_file(
         assert word in lines[0], (word, lines[0])
 
 
+# slow: 10 s; the default run is near its 15-minute budget
+@pytest.mark.slow
 def test_a_full_disk_stops_the_run_and_keeps_every_row_measured(
     tmp_path: Path, store_with_a_run: Path
 ) -> None:

@@ -187,6 +187,8 @@ def test_scalar_input_from_the_data_or_a_constant(models: Path) -> None:
 # --- dynamic sizes ---------------------------------------------------------------------------
 
 
+# slow: 15 s; the default run is near its 15-minute budget
+@pytest.mark.slow
 def test_dynamic_size_error_names_the_shape_and_the_parameter(models: Path) -> None:
     code, _, rows = _run(models, "det16", "--model", "detector.onnx", "--data", "synthetic",
                          "--methods", "fp32")  # fmt: skip

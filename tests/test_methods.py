@@ -492,8 +492,12 @@ def test_unsupported_reasons(tiny_ctx: MakeContext) -> None:
     entropy = STATIC.unsupported("torch", STATIC.Params(calibrator="entropy"), digits_cnn)
     assert entropy and "minmax" in entropy
     assert STATIC.unsupported("torch", STATIC.Params(activations="int8"), digits_cnn)
-    for kw in ({"per_channel": False}, {"reduce_range": True}, {"quant_format": "qoperator"}):
+    for kw in ({"per_channel": False}, {"quant_format": "qoperator"}):
         assert STATIC.unsupported("torch", STATIC.Params(**kw), digits_cnn), kw
+    # reduce_range: PT2E takes it (7-bit activations), the legacy FX path does not
+    assert STATIC.unsupported("torch", STATIC.Params(reduce_range=True), digits_cnn) is None
+    fx = STATIC.Params(reduce_range=True, torch_flow="fx")
+    assert STATIC.unsupported("torch", fx, digits_cnn)
 
     for method in (STATIC, FP32):
         reason = method.unsupported("torch", method.Params(), onnx_file)

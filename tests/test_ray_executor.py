@@ -273,6 +273,8 @@ def test_executor_option_errors_are_one_line(tmp_path: Path, tiny_onnx: Path) ->
         assert proc.stderr.strip() == f"qbench: error: {message}", proc.stderr
 
 
+# slow: 11 s; tests/test_security.py checks the local transports in the default run
+@pytest.mark.slow
 def test_code_in_the_working_folder_never_runs_in_a_ray_task(
     cluster: dict[str, Any], tmp_path: Path, tiny_onnx: Path
 ) -> None:

@@ -59,7 +59,14 @@ def test_the_suites_are_found() -> None:
     assert {p.name for p in SHIPPED} >= {"cnn.yaml", "methods.yaml", "gpu.yaml"}
 
 
-@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+# your_model.yaml loads a user's model file to plan (13 s): with the slow tests, as the default
+# run is near its 15-minute budget
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param(p, marks=pytest.mark.slow) if p.name == "your_model.yaml" else p
+     for p in SHIPPED],
+    ids=lambda p: p.name,
+)  # fmt: skip
 def test_no_shipped_suite_excludes_a_cell_a_capable_cpu_would_run(
     path: Path, capable_host: None, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

@@ -248,6 +248,8 @@ def _processes_mentioning(text: str) -> list[int]:
     return pids
 
 
+# slow: 13 s of timeouts; the default run is near its 15-minute budget
+@pytest.mark.slow
 def test_measure_timeout_kills_the_remote_stage(
     sshd: Sshd, tmp_path: Path, tiny_onnx: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
