@@ -108,7 +108,11 @@ BLOCKING = (
 )
 
 
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+# Ctrl-C (9 s) with the slow tests: the default run is near its 15-minute budget
+@pytest.mark.parametrize(
+    ("sig", "code"),
+    [pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow), (signal.SIGTERM, 143)],
+)
 def test_ctrl_c_or_sigterm_ends_the_cells_and_keeps_the_rows(
     tmp_path: Path, tiny_onnx: Path, sig: int, code: int
 ) -> None:

@@ -114,7 +114,13 @@ def your_model_layout(folder: Path, request: pytest.FixtureRequest) -> Path:
     return Path(shutil.copy(REPO / "suites" / "your_model.yaml", folder / "suites"))
 
 
-@pytest.mark.parametrize("suite", sorted((REPO / "suites").glob("*.yaml")), ids=lambda p: p.name)
+# your_model.yaml's plan loads a user's model (16 s): with the slow tests (default-run budget)
+@pytest.mark.parametrize(
+    "suite",
+    [pytest.param(p, marks=pytest.mark.slow) if p.name == "your_model.yaml" else p
+     for p in sorted((REPO / "suites").glob("*.yaml"))],
+    ids=lambda p: p.name,
+)  # fmt: skip
 def test_shipped_suites_plan(suite: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """Every suite in suites/ loads and plans (the nightly job and README name them)."""
     if suite.name == "your_model.yaml":  # its model files are made by examples/make_examples.py

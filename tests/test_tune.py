@@ -148,6 +148,8 @@ def test_the_winner_suite_reproduces_the_winner(tuned: dict[str, Any]) -> None:
     assert results.iloc[0].artifact_sha256 == doc["winner"]["artifact_sha256"]
 
 
+# slow: 9 s; the default run is near its 15-minute budget
+@pytest.mark.slow
 def test_a_spent_time_budget_skips_the_rest_with_the_reason(tmp_path: Path) -> None:
     suite = write_suite(tmp_path, DIGITS, "digits.yaml")
     proc = run_qbench("tune", str(suite), "--methods", "fp32,dynamic_int8", "--backends",
