@@ -323,6 +323,15 @@ def _qbench(argv: list[str], cwd: Path, env: dict[str, str],
     )
 
 
+def _run_case(tmp_path: Path, store: Path, files: dict[str, Any], argv: list[str],
+              env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], list[str]]:  # fmt: skip
+    """A corpus case run as the real command: the process and its non-empty stderr lines; no
+    case may print a traceback."""
+    proc = _qbench(_prepare(tmp_path, store, files, argv), tmp_path, env, CASE_TIMEOUT_S)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc, [ln for ln in proc.stderr.splitlines() if ln.strip()]
+
+
 @pytest.mark.parametrize(
     ("case", "files", "argv", "env", "words"), CASES, ids=[c[0] for c in CASES]
 )
@@ -335,10 +344,7 @@ def test_broken_input_is_one_line_exit_2(
     env: dict[str, str],
     words: list[str],
 ) -> None:
-    argv = _prepare(tmp_path, store_with_a_run, files, argv)
-    proc = _qbench(argv, tmp_path, env, CASE_TIMEOUT_S)
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert "Traceback" not in proc.stderr, proc.stderr
+    proc, lines = _run_case(tmp_path, store_with_a_run, files, argv, env)
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("qbench: error: "), lines[0]
@@ -362,10 +368,7 @@ def test_a_damaged_store_is_read_on_with_one_warning_per_file(
     env: dict[str, str],
     words: list[str],
 ) -> None:
-    argv = _prepare(tmp_path, store_with_a_run, files, argv)
-    proc = _qbench(argv, tmp_path, env, CASE_TIMEOUT_S)
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert "Traceback" not in proc.stderr, proc.stderr
+    proc, lines = _run_case(tmp_path, store_with_a_run, files, argv, env)
     assert proc.returncode == 0, (proc.returncode, proc.stderr)
     assert all(ln.startswith("qbench: warning: ") for ln in lines), proc.stderr
     assert bool(lines) == bool(words), proc.stderr

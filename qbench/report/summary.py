@@ -240,12 +240,13 @@ def meets_budget(rows: Any, metric: str, reference: float, budget: float,
     not meet it; fp32 rows (the reference method) do unless their SQNR is below the floor. A
     row without an SQNR (no fp32 reference to compare with) is judged on the metric alone."""
     low = rows[f"{metric}_ci_low"].map(number)
-    if metric in PAIRED_CHANGE:
-        paired = rows.apply(lambda r: _paired(r, metric)[1], axis=1) if len(rows) else low
-        low = [low.iloc[i] if p is None else reference + p for i, p in enumerate(paired)]
+    if metric in PAIRED_CHANGE:  # the paired lower bound, shifted to the metric's scale
         import pandas as pd
 
-        low = pd.Series(low, index=rows.index, dtype=object)
+        paired = [_paired(r, metric)[1] for _, r in rows.iterrows()]
+        low = pd.Series([own if p is None else reference + p
+                         for own, p in zip(low, paired, strict=True)],
+                        index=rows.index, dtype=object)  # fmt: skip
     is_fp32 = rows["method"].astype(object).eq("fp32").fillna(False).astype(bool)
     shown = low.map(lambda v: v is not None and v >= reference - budget - 1e-12)
     passed = (is_fp32 | shown).astype(bool)
